@@ -1,0 +1,138 @@
+//! Command-line flags, each defined and documented once. Every flag can also be set by the
+//! environment variable named after it (`--sample-period` is `COMPANION_SAMPLE_PERIOD`).
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+
+use crate::cgroup::Naming;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "companion",
+    version,
+    about = "Which processes run inside each container of this host, with their share of the \
+             container's CPU: the cAdvisor-companion v1.0 API, served from an eBPF-tracked set.",
+    after_help = "Example: companion --listen-ip 0.0.0.0 --port 8801\n\
+                  then: curl 'http://HOST:8801/api/v1.0/docker/<id>/processes?sort=cpu&limit=5'"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG
+    /// (default `info`).
+    #[arg(long, env = "COMPANION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. The default only accepts local clients; use 0.0.0.0 (or a
+    /// specific address) to serve other hosts.
+    #[arg(long, env = "COMPANION_LISTEN_IP", default_value = "127.0.0.1")]
+    pub listen_ip: IpAddr,
+
+    /// TCP port to listen on (the original service's port by default). 0 picks a free port and
+    /// logs it.
+    #[arg(long, env = "COMPANION_PORT", default_value_t = 8801)]
+    pub port: u16,
+
+    /// The host's proc file system. Default: /rootfs/proc when /rootfs is a directory (the
+    /// original's container deployment mounts the host at /rootfs), otherwise /proc.
+    #[arg(long, env = "COMPANION_PROC_ROOT")]
+    pub proc_root: Option<PathBuf>,
+
+    /// Time between two samples (e.g. 1s, 500ms, 2s).
+    #[arg(long, env = "COMPANION_SAMPLE_PERIOD", default_value = "1s", value_parser = parse_period)]
+    pub sample_period: Duration,
+
+    /// Samples kept. `count × interval` of a request must stay below it.
+    #[arg(long, env = "COMPANION_HISTORY", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(2..=86_400))]
+    pub history: u32,
+
+    /// How container processes are found: `ebpf` follows the kernel's process events, `procfs`
+    /// scans all of /proc every sample, `auto` uses eBPF when it loads and says why not otherwise.
+    #[arg(long, env = "COMPANION_TRACKER", value_enum, default_value_t = TrackerChoice::Auto)]
+    pub tracker: TrackerChoice,
+
+    /// Which cgroup names a container: `auto` takes the cgroup v1 hierarchy with the cpu
+    /// controller when the host has one, else the cgroup v2 path (cAdvisor's names);
+    /// `v1-cpu` and `unified` force one of them.
+    #[arg(long, env = "COMPANION_CGROUP_HIERARCHY", value_enum, default_value_t = Naming::Auto)]
+    pub cgroup_hierarchy: Naming,
+
+    /// eBPF tracker: how often a full /proc scan checks the tracked set (it also runs at once
+    /// when the kernel reports lost events).
+    #[arg(long, env = "COMPANION_RECONCILE_EVERY", default_value = "5m", value_parser = parse_period)]
+    pub reconcile_every: Duration,
+
+    /// eBPF tracker: ring buffer size in bytes (a power of two, at least one page). Events that
+    /// do not fit are counted as lost and repaired by a /proc scan.
+    #[arg(long, env = "COMPANION_BPF_RING_BUFFER", default_value_t = 1 << 20, value_parser = parse_ring_buffer)]
+    pub bpf_ring_buffer: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrackerChoice {
+    Auto,
+    Ebpf,
+    Procfs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_period(text: &str) -> Result<Duration, String> {
+    let period = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if period < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(period)
+}
+
+fn parse_ring_buffer(text: &str) -> Result<u32, String> {
+    let size: u32 = text.parse().map_err(|err| format!("{err}"))?;
+    if !size.is_power_of_two() || size < 4096 {
+        return Err("must be a power of two of at least 4096".into());
+    }
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["companion"]).unwrap();
+        assert_eq!(cli.serve.port, 8801);
+        assert_eq!(cli.serve.listen_ip.to_string(), "127.0.0.1");
+        assert_eq!(cli.serve.sample_period, Duration::from_secs(1));
+        assert_eq!(cli.serve.history, 60);
+        assert_eq!(cli.serve.tracker, TrackerChoice::Auto);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["companion", "--history", "1"][..],
+            &["companion", "--sample-period", "1ms"],
+            &["companion", "--bpf-ring-buffer", "5000"],
+            &["companion", "--tracker", "magic"],
+            &["companion", "--listen-ip", "localhost"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
+}

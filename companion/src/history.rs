@@ -1,0 +1,523 @@
+//! The last H samples and the CPU arithmetic over them.
+//!
+//! A sample is cheap to keep: each process entry is three shared pointers. The sampler reuses
+//! the previous sample's `Stat`, `Status` and `ProcessInfo` when they did not change, so an idle
+//! process costs one copy of its data for the whole history, not H copies.
+
+use std::{collections::VecDeque, ops::Range, sync::Arc, time::SystemTime};
+
+use crate::procfs::{Pid, Stat, Status};
+
+/// What identifies a process for its whole life, and what rarely changes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: Pid,
+    /// Start time in clock ticks since boot. With `pid` it tells a reused pid from its
+    /// predecessor.
+    pub starttime: u64,
+    /// The container path (`/docker/<id>`).
+    pub container: Arc<str>,
+    pub cmdline: Arc<str>,
+}
+
+impl ProcessInfo {
+    pub fn same_process(&self, other: &ProcessInfo) -> bool {
+        self.pid == other.pid && self.starttime == other.starttime
+    }
+}
+
+/// One process as one sample saw it.
+#[derive(Clone, Debug)]
+pub struct ProcessSample {
+    pub info: Arc<ProcessInfo>,
+    pub stat: Arc<Stat>,
+    pub status: Arc<Status>,
+}
+
+impl ProcessSample {
+    pub fn cpu_ticks(&self) -> u64 {
+        self.stat.cpu_ticks()
+    }
+
+    /// Whether the API lists it: kernel threads and zombies have no command line or memory.
+    pub fn listed(&self) -> bool {
+        !self.info.cmdline.is_empty() && self.status.vm_rss != 0
+    }
+}
+
+/// A process that was in a container at the previous sample and is gone (exited, or moved out
+/// of every container) by this one.
+#[derive(Clone, Debug)]
+pub struct Departed {
+    pub info: Arc<ProcessInfo>,
+    /// Its CPU time when it left, in clock ticks: the tracker's figure at exit when it has one,
+    /// else the last sampled value.
+    pub cpu_ticks: u64,
+}
+
+/// Everything one sampling pass saw.
+#[derive(Debug)]
+pub struct Sample {
+    pub timestamp: SystemTime,
+    /// Clock ticks since boot when the pass began: a process with a later `starttime` was born
+    /// after it.
+    pub boot_ticks: u64,
+    /// Sorted by (container, pid).
+    processes: Vec<ProcessSample>,
+    /// Container path → its range in `processes`, sorted by path.
+    containers: Vec<(Arc<str>, Range<usize>)>,
+    /// Sorted by (container, pid).
+    departed: Vec<Departed>,
+}
+
+impl Sample {
+    pub fn new(
+        timestamp: SystemTime,
+        boot_ticks: u64,
+        mut processes: Vec<ProcessSample>,
+        mut departed: Vec<Departed>,
+    ) -> Sample {
+        processes.sort_unstable_by(|a, b| {
+            (&a.info.container, a.info.pid).cmp(&(&b.info.container, b.info.pid))
+        });
+        departed.sort_unstable_by(|a, b| {
+            (&a.info.container, a.info.pid).cmp(&(&b.info.container, b.info.pid))
+        });
+        let mut containers: Vec<(Arc<str>, Range<usize>)> = Vec::new();
+        for (index, process) in processes.iter().enumerate() {
+            match containers.last_mut() {
+                Some((path, range)) if *path == process.info.container => range.end = index + 1,
+                _ => containers.push((process.info.container.clone(), index..index + 1)),
+            }
+        }
+        containers.shrink_to_fit();
+        processes.shrink_to_fit();
+        departed.shrink_to_fit();
+        Sample {
+            timestamp,
+            boot_ticks,
+            processes,
+            containers,
+            departed,
+        }
+    }
+
+    pub fn processes(&self) -> &[ProcessSample] {
+        &self.processes
+    }
+
+    /// Containers with at least one process (listed or not), sorted by path.
+    pub fn containers(&self) -> impl Iterator<Item = (&Arc<str>, &[ProcessSample])> {
+        self.containers
+            .iter()
+            .map(|(path, range)| (path, &self.processes[range.clone()]))
+    }
+
+    /// The processes of one container, sorted by pid (empty when it has none).
+    pub fn container(&self, path: &str) -> &[ProcessSample] {
+        match self.containers.binary_search_by(|(p, _)| (**p).cmp(path)) {
+            Ok(at) => &self.processes[self.containers[at].1.clone()],
+            Err(_) => &[],
+        }
+    }
+
+    pub fn departed(&self, container: &str) -> &[Departed] {
+        let start = self
+            .departed
+            .partition_point(|d| &*d.info.container < container);
+        let end = self
+            .departed
+            .partition_point(|d| &*d.info.container <= container);
+        &self.departed[start..end]
+    }
+
+    pub fn all_departed(&self) -> &[Departed] {
+        &self.departed
+    }
+
+    /// This process's CPU ticks in this sample, if the sample saw it (in any container).
+    fn cpu_of(&self, info: &ProcessInfo) -> Option<u64> {
+        let in_container = self.container(&info.container);
+        let found = match in_container.binary_search_by_key(&info.pid, |p| p.info.pid) {
+            Ok(at) => Some(&in_container[at]),
+            // Moved between containers: rare enough for a scan.
+            Err(_) => self.processes.iter().find(|p| p.info.pid == info.pid),
+        };
+        found
+            .filter(|p| p.info.same_process(info))
+            .map(ProcessSample::cpu_ticks)
+    }
+}
+
+/// Why a history query has no answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    /// `count × interval` reaches past the history (the v1.0 wording is kept).
+    #[error("Wrong offset and interval combination")]
+    WrongOffset,
+    #[error("Container {0} not found")]
+    NotFound(String),
+}
+
+/// One snapshot of a container: a sample and its listed processes with their CPU share.
+pub struct Snapshot<'a> {
+    pub sample: &'a Sample,
+    /// Listed processes by ascending pid, with their share of the container's CPU in percent.
+    pub processes: Vec<(&'a ProcessSample, f64)>,
+}
+
+/// The samples, oldest first; an immutable value that the sampler replaces whole.
+#[derive(Clone, Debug)]
+pub struct History {
+    samples: VecDeque<Arc<Sample>>,
+    capacity: usize,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> History {
+        assert!(capacity >= 1, "history holds at least one sample");
+        History {
+            samples: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// A new history with `sample` appended and the oldest dropped when full.
+    pub fn with(&self, sample: Sample) -> History {
+        let mut next = self.clone();
+        if next.samples.len() == next.capacity {
+            next.samples.pop_front();
+        }
+        next.samples.push_back(Arc::new(sample));
+        next
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    pub fn newest(&self) -> Option<&Arc<Sample>> {
+        self.samples.back()
+    }
+
+    pub fn samples(&self) -> impl Iterator<Item = &Arc<Sample>> {
+        self.samples.iter()
+    }
+
+    /// `count` snapshots of `container`, `interval` samples apart, oldest first, the last being
+    /// the newest sample; each with CPU shares over the `interval` samples before it.
+    pub fn snapshots(
+        &self,
+        container: &str,
+        count: usize,
+        interval: usize,
+    ) -> Result<Vec<Snapshot<'_>>, QueryError> {
+        let reach = count.checked_mul(interval).ok_or(QueryError::WrongOffset)?;
+        if reach > self.capacity - 1 {
+            return Err(QueryError::WrongOffset);
+        }
+        let newest = self.samples.len().checked_sub(1);
+        let Some(newest) = newest.filter(|&n| {
+            self.samples[n]
+                .container(container)
+                .iter()
+                .any(ProcessSample::listed)
+        }) else {
+            return Err(QueryError::NotFound(container.to_owned()));
+        };
+        Ok((0..count)
+            .rev()
+            .filter_map(|back| newest.checked_sub(back * interval))
+            .map(|at| self.snapshot(container, at, at.saturating_sub(interval)))
+            .collect())
+    }
+
+    /// The listed processes of `container` at sample `at`, with shares over `(base, at]`.
+    fn snapshot(&self, container: &str, at: usize, base: usize) -> Snapshot<'_> {
+        let sample = &*self.samples[at];
+        let present = sample.container(container);
+        let deltas: Vec<u64> = present
+            .iter()
+            .map(|p| {
+                p.cpu_ticks()
+                    .saturating_sub(self.baseline(&p.info, base, at))
+            })
+            .collect();
+        let departed: u64 = (base + 1..=at)
+            .flat_map(|i| {
+                self.samples[i]
+                    .departed(container)
+                    .iter()
+                    .map(move |d| (i, d))
+            })
+            .map(|(i, d)| {
+                d.cpu_ticks
+                    .saturating_sub(self.baseline(&d.info, base, i - 1))
+            })
+            .sum();
+        let total = deltas.iter().sum::<u64>() + departed;
+        let processes = present
+            .iter()
+            .zip(deltas)
+            .filter(|(p, _)| p.listed())
+            .map(|(p, delta)| (p, share(delta, total)))
+            .collect();
+        Snapshot { sample, processes }
+    }
+
+    /// The CPU ticks a process had when the window `(base, …]` opened: its value in the base
+    /// sample; 0 if it was born after that sample began; otherwise (it joined the container
+    /// later, or a sample missed it) its first value seen after the base, up to sample `last`.
+    fn baseline(&self, info: &ProcessInfo, base: usize, last: usize) -> u64 {
+        let base_sample = &self.samples[base];
+        if let Some(cpu) = base_sample.cpu_of(info) {
+            return cpu;
+        }
+        if info.starttime >= base_sample.boot_ticks {
+            return 0;
+        }
+        (base + 1..=last)
+            .find_map(|i| self.samples[i].cpu_of(info))
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// `delta` as a percentage of `total`; 0 when nothing ran, never NaN or infinite.
+fn share(delta: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * delta as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// Builds samples by hand: `(pid, starttime, container, cpu ticks, listed)`.
+    struct Builder {
+        history: History,
+        tick: u64,
+        previous: Vec<ProcessSample>,
+    }
+
+    type Row<'a> = (Pid, u64, &'a str, u64);
+
+    impl Builder {
+        fn new(capacity: usize) -> Self {
+            Builder {
+                history: History::new(capacity),
+                tick: 1000,
+                previous: Vec::new(),
+            }
+        }
+
+        fn process(&self, (pid, starttime, container, cpu): Row<'_>) -> ProcessSample {
+            ProcessSample {
+                info: Arc::new(ProcessInfo {
+                    pid,
+                    starttime,
+                    container: container.into(),
+                    cmdline: format!("proc{pid}").into(),
+                }),
+                stat: Arc::new(Stat {
+                    pid: pid.into(),
+                    utime: cpu,
+                    starttime,
+                    ..Stat::default()
+                }),
+                status: Arc::new(Status {
+                    vm_rss: 100 + u64::from(pid),
+                    ..Status::default()
+                }),
+            }
+        }
+
+        /// Appends a sample 100 ticks after the previous one; processes missing from `rows`
+        /// that were in the previous sample depart with `exit_cpu` if given.
+        fn sample(&mut self, rows: &[Row<'_>], exit_cpu: &[(Pid, u64)]) {
+            let processes: Vec<ProcessSample> = rows.iter().map(|r| self.process(*r)).collect();
+            let departed = self
+                .previous
+                .iter()
+                .filter(|old| !processes.iter().any(|p| p.info.same_process(&old.info)))
+                .map(|old| Departed {
+                    info: old.info.clone(),
+                    cpu_ticks: exit_cpu
+                        .iter()
+                        .find(|(pid, _)| *pid == old.info.pid)
+                        .map_or(old.cpu_ticks(), |(_, cpu)| *cpu),
+                })
+                .collect();
+            let sample = Sample::new(
+                UNIX_EPOCH + Duration::from_secs(self.tick),
+                self.tick,
+                processes.clone(),
+                departed,
+            );
+            self.history = self.history.with(sample);
+            self.previous = processes;
+            self.tick += 100;
+        }
+
+        fn shares(&self, container: &str, count: usize, interval: usize) -> Vec<Vec<(Pid, f64)>> {
+            self.history
+                .snapshots(container, count, interval)
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s.processes
+                        .iter()
+                        .map(|(p, share)| (p.info.pid, *share))
+                        .collect()
+                })
+                .collect()
+        }
+    }
+
+    const C: &str = "/docker/c";
+
+    #[test]
+    fn idle_container_gives_zero_to_everyone() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 50), (2, 10, C, 70)], &[]);
+        b.sample(&[(1, 10, C, 50), (2, 10, C, 70)], &[]);
+        assert_eq!(b.shares(C, 1, 1), [[(1, 0.0), (2, 0.0)]]);
+    }
+
+    #[test]
+    fn shares_of_the_container_total() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 0), (2, 10, C, 0), (3, 10, "/other", 0)], &[]);
+        b.sample(
+            &[(1, 10, C, 75), (2, 10, C, 25), (3, 10, "/other", 500)],
+            &[],
+        );
+        assert_eq!(b.shares(C, 1, 1), [[(1, 75.0), (2, 25.0)]]);
+        assert_eq!(b.shares("/other", 1, 1), [[(3, 100.0)]]);
+    }
+
+    #[test]
+    fn new_process_counts_its_cpu_since_start_and_is_listed() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 100)], &[]);
+        // pid 2 was born after the first sample began (tick 1000) and used 30 ticks.
+        b.sample(&[(1, 10, C, 110), (2, 1050, C, 30)], &[]);
+        assert_eq!(b.shares(C, 1, 1), [[(1, 25.0), (2, 75.0)]]);
+    }
+
+    #[test]
+    fn reused_pid_is_a_new_process() {
+        let mut b = Builder::new(60);
+        b.sample(&[(7, 10, C, 500), (8, 10, C, 0)], &[]);
+        // pid 7 exited and a new pid 7 was born; the new one ran 10 ticks, the old one none more.
+        b.sample(&[(7, 1050, C, 10), (8, 10, C, 10)], &[]);
+        assert_eq!(b.shares(C, 1, 1), [[(7, 50.0), (8, 50.0)]]);
+    }
+
+    #[test]
+    fn departed_process_counts_in_the_total_but_is_not_listed() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 0), (2, 10, C, 0)], &[]);
+        b.sample(&[(1, 10, C, 10), (2, 10, C, 40)], &[]);
+        // pid 2 exits having used 90 ticks in all (50 after the last sample).
+        b.sample(&[(1, 10, C, 20)], &[(2, 90)]);
+        // Over the last interval: pid 1 ran 10, pid 2 ran 50 before exiting.
+        assert_eq!(b.shares(C, 1, 1), [[(1, 100.0 * 10.0 / 60.0)]]);
+        // Over two intervals: pid 1 ran 20, pid 2 ran 90.
+        assert_eq!(b.shares(C, 1, 2), [[(1, 100.0 * 20.0 / 110.0)]]);
+    }
+
+    #[test]
+    fn window_longer_than_the_history_starts_at_the_oldest_sample() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 0), (2, 10, C, 0)], &[]);
+        b.sample(&[(1, 10, C, 30), (2, 10, C, 10)], &[]);
+        // interval 30 reaches before the first sample: the window is clipped to it.
+        assert_eq!(b.shares(C, 1, 30), [[(1, 75.0), (2, 25.0)]]);
+    }
+
+    #[test]
+    fn snapshots_are_spaced_and_oldest_first() {
+        let mut b = Builder::new(60);
+        for i in 0..5 {
+            b.sample(&[(1, 10, C, i * 10), (2, 10, C, i * 30)], &[]);
+        }
+        let snapshots = b.history.snapshots(C, 3, 2).unwrap();
+        let times: Vec<u64> = snapshots.iter().map(|s| s.sample.boot_ticks).collect();
+        assert_eq!(times, [1000, 1200, 1400]);
+        // The first snapshot lies at the oldest sample: its window is empty.
+        assert_eq!(b.shares(C, 3, 2)[0], [(1, 0.0), (2, 0.0)]);
+        assert_eq!(b.shares(C, 3, 2)[2], [(1, 25.0), (2, 75.0)]);
+        // Snapshots before the first sample are left out.
+        assert_eq!(b.history.snapshots(C, 10, 2).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn offset_and_container_errors() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 0)], &[]);
+        assert_eq!(
+            b.history.snapshots(C, 60, 1).err(),
+            Some(QueryError::WrongOffset)
+        );
+        assert_eq!(
+            b.history.snapshots(C, 1, 60).err(),
+            Some(QueryError::WrongOffset)
+        );
+        assert_eq!(
+            b.history.snapshots(C, usize::MAX, 2).err(),
+            Some(QueryError::WrongOffset)
+        );
+        assert!(b.history.snapshots(C, 59, 1).is_ok());
+        assert_eq!(
+            b.history.snapshots("/docker/none", 1, 1).err(),
+            Some(QueryError::NotFound("/docker/none".into()))
+        );
+        // Exact match only: a parent path is another container.
+        assert!(b.history.snapshots("/docker", 1, 1).is_err());
+    }
+
+    #[test]
+    fn history_keeps_only_its_capacity() {
+        let mut b = Builder::new(3);
+        for i in 0..10 {
+            b.sample(&[(1, 10, C, i)], &[]);
+        }
+        assert_eq!(b.history.len(), 3);
+        assert_eq!(b.history.newest().unwrap().boot_ticks, 1900);
+    }
+
+    #[test]
+    fn unlisted_processes_count_but_are_not_listed() {
+        let mut b = Builder::new(60);
+        b.sample(&[(1, 10, C, 0), (2, 10, C, 0)], &[]);
+        b.sample(&[(1, 10, C, 10), (2, 10, C, 30)], &[]);
+        // Make pid 2 a zombie-like entry: no memory.
+        let mut history = b.history.clone();
+        let last = history.samples.pop_back().unwrap();
+        let mut processes = last.processes().to_vec();
+        let mut status = (*processes[1].status).clone();
+        status.vm_rss = 0;
+        processes[1].status = Arc::new(status);
+        history = history.with(Sample::new(
+            last.timestamp,
+            last.boot_ticks,
+            processes,
+            vec![],
+        ));
+        let snapshot = &history.snapshots(C, 1, 1).unwrap()[0];
+        assert_eq!(snapshot.processes.len(), 1);
+        assert_eq!(snapshot.processes[0].1, 25.0);
+    }
+}

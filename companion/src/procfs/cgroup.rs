@@ -1,0 +1,102 @@
+//! `/proc/PID/cgroup`: `hierarchy-id:controller,list:/path` lines, one per hierarchy.
+
+use crate::cgroup::Naming;
+
+/// One line of /proc/PID/cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLine<'a> {
+    pub hierarchy: &'a [u8],
+    pub controllers: &'a [u8],
+    pub path: &'a [u8],
+}
+
+impl CgroupLine<'_> {
+    /// Whether the comma-separated controller list holds `name` exactly (`cpu` is not `cpuset`).
+    pub fn has_controller(&self, name: &[u8]) -> bool {
+        self.controllers.split(|&b| b == b',').any(|c| c == name)
+    }
+
+    /// The cgroup v2 line: hierarchy 0, no controllers.
+    pub fn is_unified(&self) -> bool {
+        self.hierarchy == b"0" && self.controllers.is_empty()
+    }
+}
+
+/// The lines of the file; a line without two `:` is skipped. The path may itself hold `:`.
+pub fn parse_cgroup(text: &[u8]) -> impl Iterator<Item = CgroupLine<'_>> {
+    text.split(|&b| b == b'\n').filter_map(|line| {
+        let mut parts = line.splitn(3, |&b| b == b':');
+        Some(CgroupLine {
+            hierarchy: parts.next()?,
+            controllers: parts.next()?,
+            path: parts.next()?,
+        })
+    })
+}
+
+/// The container a process belongs to, by the naming rule, or `None` for a host process
+/// (path `/`) or a file without the line the rule needs.
+pub fn container_of(text: &[u8], naming: Naming) -> Option<&[u8]> {
+    let lines = || parse_cgroup(text);
+    let v1_cpu = || lines().find(|line| line.has_controller(b"cpu"));
+    let unified = || lines().find(CgroupLine::is_unified);
+    let line = match naming {
+        Naming::V1Cpu => v1_cpu(),
+        Naming::Unified => unified(),
+        Naming::Auto => v1_cpu().or_else(unified),
+    }?;
+    (line.path != b"/" && !line.path.is_empty()).then_some(line.path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &[u8] = b"9:name=systemd:/\n4:memory:/process_api/79c2\n3:cpuset:/\n\
+2:cpuacct:/docker/abc\n1:cpu:/docker/abc\n0::/system.slice/docker-abc.scope\n";
+
+    #[test]
+    fn rule_picks_the_cpu_hierarchy_then_v2() {
+        assert_eq!(
+            container_of(HYBRID, Naming::Auto),
+            Some(&b"/docker/abc"[..])
+        );
+        assert_eq!(
+            container_of(HYBRID, Naming::V1Cpu),
+            Some(&b"/docker/abc"[..])
+        );
+        assert_eq!(
+            container_of(HYBRID, Naming::Unified),
+            Some(&b"/system.slice/docker-abc.scope"[..])
+        );
+        let pure_v2 = b"0::/kubepods.slice/x.scope\n";
+        assert_eq!(
+            container_of(pure_v2, Naming::Auto),
+            Some(&b"/kubepods.slice/x.scope"[..])
+        );
+        assert_eq!(container_of(pure_v2, Naming::V1Cpu), None);
+    }
+
+    #[test]
+    fn cpuset_listed_first_is_not_cpu() {
+        let text = b"6:cpuset:/wrong\n4:cpu,cpuacct:/right\n";
+        assert_eq!(container_of(text, Naming::Auto), Some(&b"/right"[..]));
+    }
+
+    #[test]
+    fn root_means_host_process() {
+        assert_eq!(container_of(b"4:cpu:/\n0::/\n", Naming::Auto), None);
+        // v1 cpu at the root wins over a non-root v2 path: the rule takes the cpu hierarchy.
+        assert_eq!(
+            container_of(b"4:cpu:/\n0::/user.slice\n", Naming::Auto),
+            None
+        );
+        assert_eq!(container_of(b"", Naming::Auto), None);
+    }
+
+    #[test]
+    fn paths_with_colons_and_odd_lines() {
+        let text = b"garbage\n1:cpu:/a:b:c\n";
+        assert_eq!(container_of(text, Naming::Auto), Some(&b"/a:b:c"[..]));
+    }
+}

@@ -1,0 +1,452 @@
+//! Reads /proc for the tracked processes on a fixed schedule and publishes each sample.
+//!
+//! Cost per process and sample is two reads (stat and status) through descriptors kept open
+//! across samples; the command line is read when a process is first seen and again only when it
+//! may have changed (see [`Sampler::cmdline_may_have_changed`]). Holding the descriptors also makes
+//! the reads pid-reuse safe: a descriptor of an exited process fails with ESRCH, it never starts
+//! reading a newcomer with the same pid.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::{
+    cgroup::Naming,
+    history::{Departed, History, ProcessInfo, ProcessSample, Sample},
+    procfs::{self, Pid, ProcRoot, Stat, Status, container_of, parse_cmdline},
+    tracker::{Stop, Tracked, Tracker, TrackerKind, TrackerStats},
+};
+
+/// What the sampler publishes for the API, replaced whole after every sample.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub history: History,
+    pub tracker: TrackerKind,
+    pub tracker_stats: TrackerStats,
+    pub sampling: SamplingStats,
+}
+
+/// How the schedule is kept.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SamplingStats {
+    pub samples_taken: u64,
+    /// Scheduled samples skipped because the previous one overran its period.
+    pub samples_slipped: u64,
+    /// Duration of the newest sample.
+    pub last_sample_seconds: f64,
+    /// Container processes in the newest sample.
+    pub tracked_processes: usize,
+    /// Containers in the newest sample.
+    pub containers: usize,
+    /// Processes whose files are read through descriptors kept open.
+    pub open_descriptors: usize,
+}
+
+/// The API's view: the newest publication, swapped atomically by the sampler.
+pub type Shared = Arc<ArcSwap<Published>>;
+
+/// A process as the sampler last read it.
+struct Cached {
+    info: Arc<ProcessInfo>,
+    stat: Arc<Stat>,
+    status: Arc<Status>,
+    /// Open stat and status files, when the descriptor budget allowed.
+    files: Option<(File, File)>,
+    execs: u32,
+    seen_in: u64,
+}
+
+pub struct Sampler {
+    root: ProcRoot,
+    naming: Naming,
+    cache: HashMap<Pid, Cached>,
+    /// Processes that may keep open descriptors (two each).
+    descriptor_budget: usize,
+    open: usize,
+    ticks_per_second: u64,
+    pass: u64,
+    /// Processes that left during the current pass.
+    departed: Vec<Departed>,
+    buf: Vec<u8>,
+}
+
+impl Sampler {
+    pub fn new(root: ProcRoot, naming: Naming, descriptor_budget: usize) -> Sampler {
+        Sampler {
+            root,
+            naming,
+            cache: HashMap::new(),
+            descriptor_budget,
+            open: 0,
+            ticks_per_second: procfs::ticks_per_second(),
+            pass: 0,
+            departed: Vec::new(),
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    pub fn open_descriptors(&self) -> usize {
+        self.open
+    }
+
+    /// One pass: refresh the tracker, read every tracked process, note who left.
+    pub fn sample(&mut self, tracker: &mut dyn Tracker) -> anyhow::Result<Sample> {
+        let timestamp = SystemTime::now();
+        let boot_ticks = procfs::boot_ticks(self.ticks_per_second);
+        tracker.refresh()?;
+        self.pass += 1;
+
+        let mut processes = Vec::with_capacity(tracker.processes().len());
+        for (&pid, tracked) in tracker.processes() {
+            match self.read_process(pid, tracked) {
+                Ok(Some(process)) => processes.push(process),
+                Ok(None) => {}
+                Err(err) => debug!(pid, %err, "skipping process this sample"),
+            }
+        }
+
+        let departed = self.collect_departed(tracker, boot_ticks);
+        Ok(Sample::new(timestamp, boot_ticks, processes, departed))
+    }
+
+    /// Reads one process; `None` when it vanished or is not (or no longer) in a container.
+    fn read_process(&mut self, pid: Pid, tracked: &Tracked) -> io::Result<Option<ProcessSample>> {
+        let Some(cached) = self.cache.get_mut(&pid) else {
+            return self.read_new_process(pid, tracked);
+        };
+        let files = cached.files.as_ref();
+        let Some(stat) = present(read_stat(
+            &self.root,
+            pid,
+            files.map(|f| &f.0),
+            &mut self.buf,
+        ))?
+        else {
+            return Ok(None);
+        };
+        if stat.starttime != cached.info.starttime {
+            // Same pid, another start time: the pid was reused (only possible without open
+            // files). The old process departs; the new one is read from scratch.
+            let old = self.cache.remove(&pid).expect("cached");
+            self.depart(old, None);
+            return self.read_new_process(pid, tracked);
+        }
+        let Some(status) = present(read_status(
+            &self.root,
+            pid,
+            files.map(|f| &f.1),
+            &mut self.buf,
+        ))?
+        else {
+            return Ok(None);
+        };
+        let cmdline_stale = cmdline_may_have_changed(cached, tracked, &stat, &status);
+        if cmdline_stale || cached.info.container != tracked.container {
+            let mut cmdline = cached.info.cmdline.clone();
+            if cmdline_stale {
+                let Some(read) = present(read_cmdline(&self.root, pid, &mut self.buf))? else {
+                    return Ok(None);
+                };
+                if read != cmdline {
+                    cmdline = read;
+                }
+            }
+            let info = ProcessInfo {
+                pid,
+                starttime: stat.starttime,
+                container: tracked.container.clone(),
+                cmdline,
+            };
+            if info != *cached.info {
+                cached.info = Arc::new(info);
+            }
+        }
+        // Unchanged values keep sharing the previous sample's allocation.
+        if *cached.stat != stat {
+            cached.stat = Arc::new(stat);
+        }
+        if *cached.status != status {
+            cached.status = Arc::new(status);
+        }
+        cached.execs = tracked.execs;
+        cached.seen_in = self.pass;
+        Ok(Some(cached.sample()))
+    }
+
+    /// First read of a process: verify its container when the tracker did not, open its files,
+    /// read its command line.
+    fn read_new_process(
+        &mut self,
+        pid: Pid,
+        tracked: &Tracked,
+    ) -> io::Result<Option<ProcessSample>> {
+        if !tracked.verified {
+            if present(self.root.read(pid, "cgroup", &mut self.buf))?.is_none() {
+                return Ok(None);
+            }
+            if container_of(&self.buf, self.naming) != Some(tracked.container.as_bytes()) {
+                debug!(pid, tracked = %tracked.container, "container not confirmed by /proc");
+                return Ok(None);
+            }
+        }
+        let files = if self.open < self.descriptor_budget {
+            let stat = present(File::open(self.root.file(pid, "stat")))?;
+            let status = present(File::open(self.root.file(pid, "status")))?;
+            let (Some(stat), Some(status)) = (stat, status) else {
+                return Ok(None);
+            };
+            Some((stat, status))
+        } else {
+            None
+        };
+        let open = files.as_ref();
+        let Some(stat) = present(read_stat(
+            &self.root,
+            pid,
+            open.map(|f| &f.0),
+            &mut self.buf,
+        ))?
+        else {
+            return Ok(None);
+        };
+        let Some(cmdline) = present(read_cmdline(&self.root, pid, &mut self.buf))? else {
+            return Ok(None);
+        };
+        let Some(status) = present(read_status(
+            &self.root,
+            pid,
+            open.map(|f| &f.1),
+            &mut self.buf,
+        ))?
+        else {
+            return Ok(None);
+        };
+        if files.is_some() {
+            self.open += 1;
+        }
+        let cached = Cached {
+            info: Arc::new(ProcessInfo {
+                pid,
+                starttime: stat.starttime,
+                container: tracked.container.clone(),
+                cmdline,
+            }),
+            stat: Arc::new(stat),
+            status: Arc::new(status),
+            files,
+            execs: tracked.execs,
+            seen_in: self.pass,
+        };
+        let sample = cached.sample();
+        self.cache.insert(pid, cached);
+        Ok(Some(sample))
+    }
+
+    /// Records a cached process as departed, with its CPU time at exit when known.
+    fn depart(&mut self, cached: Cached, cpu_at_exit: Option<u64>) {
+        if cached.files.is_some() {
+            self.open -= 1;
+        }
+        let last = cached.stat.cpu_ticks();
+        self.departed.push(Departed {
+            info: cached.info,
+            cpu_ticks: cpu_at_exit.map_or(last, |at_exit| at_exit.max(last)),
+        });
+    }
+
+    /// Processes cached but not seen in this pass left their container (or the host): they
+    /// depart with their CPU time at exit when the tracker knows it. Exits of processes the
+    /// sampler never saw (born and gone between two samples) depart too, so their CPU counts.
+    fn collect_departed(&mut self, tracker: &dyn Tracker, boot_ticks: u64) -> Vec<Departed> {
+        let exits = tracker.exits();
+        let tps = self.ticks_per_second;
+        let exit_ticks = |pid: Pid| {
+            exits
+                .iter()
+                .find(|e| e.pid == pid)
+                .and_then(|e| e.cpu_ns)
+                .map(|ns| ns_to_ticks(ns, tps))
+        };
+        let pass = self.pass;
+        let gone: Vec<Pid> = self
+            .cache
+            .iter()
+            .filter(|(_, cached)| cached.seen_in != pass)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in gone {
+            let cached = self.cache.remove(&pid).expect("listed");
+            self.depart(cached, exit_ticks(pid));
+        }
+        for exit in exits {
+            let sampled = self.cache.contains_key(&exit.pid)
+                || self.departed.iter().any(|d| d.info.pid == exit.pid);
+            if let (false, Some(ns)) = (sampled, exit.cpu_ns) {
+                self.departed.push(Departed {
+                    info: Arc::new(ProcessInfo {
+                        pid: exit.pid,
+                        // Unknown, but after the previous pass began: it was never sampled.
+                        starttime: boot_ticks,
+                        container: exit.container.clone(),
+                        cmdline: Arc::from(""),
+                    }),
+                    cpu_ticks: ns_to_ticks(ns, tps),
+                });
+            }
+        }
+        std::mem::take(&mut self.departed)
+    }
+}
+
+/// Turns "the process is gone" into `None`; other errors stay errors.
+fn present<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if procfs::is_gone(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+impl Cached {
+    fn sample(&self) -> ProcessSample {
+        ProcessSample {
+            info: self.info.clone(),
+            stat: self.stat.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// The command line is the process's own memory: it changes on exec (which the eBPF tracker
+/// reports, and which also replaces the memory layout shown by `arg_start`/`arg_end`) or
+/// when the process itself rewrites it, which needs it to run. A process that did not run
+/// since the last sample (same CPU time, same context-switch counts) and did not exec cannot
+/// have changed it, so an idle process is never re-read.
+fn cmdline_may_have_changed(
+    cached: &Cached,
+    tracked: &Tracked,
+    stat: &Stat,
+    status: &Status,
+) -> bool {
+    tracked.execs != cached.execs
+        || stat.arg_start != cached.stat.arg_start
+        || stat.arg_end != cached.stat.arg_end
+        || stat.cpu_ticks() != cached.stat.cpu_ticks()
+        || status.voluntary_ctxt_switches != cached.status.voluntary_ctxt_switches
+        || status.nonvoluntary_ctxt_switches != cached.status.nonvoluntary_ctxt_switches
+}
+
+fn ns_to_ticks(ns: u64, ticks_per_second: u64) -> u64 {
+    (u128::from(ns) * u128::from(ticks_per_second) / 1_000_000_000) as u64
+}
+
+fn read_file(
+    root: &ProcRoot,
+    pid: Pid,
+    name: &str,
+    file: Option<&File>,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    match file {
+        Some(file) => procfs::pread_whole(file, buf),
+        None => root.read(pid, name, buf),
+    }
+}
+
+fn invalid(err: procfs::ParseError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err)
+}
+
+fn read_stat(
+    root: &ProcRoot,
+    pid: Pid,
+    file: Option<&File>,
+    buf: &mut Vec<u8>,
+) -> io::Result<Stat> {
+    read_file(root, pid, "stat", file, buf)?;
+    Stat::parse(buf).map_err(invalid)
+}
+
+fn read_status(
+    root: &ProcRoot,
+    pid: Pid,
+    file: Option<&File>,
+    buf: &mut Vec<u8>,
+) -> io::Result<Status> {
+    read_file(root, pid, "status", file, buf)?;
+    Status::parse(buf).map_err(invalid)
+}
+
+fn read_cmdline(root: &ProcRoot, pid: Pid, buf: &mut Vec<u8>) -> io::Result<Arc<str>> {
+    root.read(pid, "cmdline", buf)?;
+    Ok(parse_cmdline(buf).into())
+}
+
+/// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at
+/// start + n × period) until `stop` is raised. A sample that overruns makes the schedule skip
+/// the ticks it covered; they are counted as slipped.
+pub fn run(
+    mut sampler: Sampler,
+    mut tracker: Box<dyn Tracker>,
+    shared: Shared,
+    period: Duration,
+    stop: Arc<Stop>,
+) {
+    let start = Instant::now();
+    let mut tick: u32 = 1;
+    while tracker.wait_until(start + period * tick, &stop) {
+        let began = Instant::now();
+        let sample = sampler.sample(tracker.as_mut());
+        let took = began.elapsed();
+        let next = (start.elapsed().as_nanos() / period.as_nanos()) as u32 + 1;
+        let slipped = u64::from(next.saturating_sub(tick + 1));
+        if slipped > 0 {
+            warn!(
+                slipped,
+                ?took,
+                "sampling overran its period; skipping to the next tick"
+            );
+        }
+        match sample {
+            Ok(sample) => publish(&shared, &sampler, tracker.as_ref(), sample, took, slipped),
+            Err(err) => warn!("sample failed: {err:#}"),
+        }
+        tick = next;
+    }
+    info!("sampler stopped");
+}
+
+/// Appends `sample` to the published history.
+pub fn publish(
+    shared: &Shared,
+    sampler: &Sampler,
+    tracker: &dyn Tracker,
+    sample: Sample,
+    took: Duration,
+    slipped: u64,
+) {
+    let current = shared.load();
+    let sampling = SamplingStats {
+        samples_taken: current.sampling.samples_taken + 1,
+        samples_slipped: current.sampling.samples_slipped + slipped,
+        last_sample_seconds: took.as_secs_f64(),
+        tracked_processes: sample.processes().len(),
+        containers: sample.containers().count(),
+        open_descriptors: sampler.open_descriptors(),
+    };
+    let next = Published {
+        history: current.history.with(sample),
+        tracker: tracker.kind(),
+        tracker_stats: tracker.stats(),
+        sampling,
+    };
+    shared.store(Arc::new(next));
+}

@@ -1,0 +1,201 @@
+//! Start-up and shutdown: resolve the host, pick a tracker, take the first sample, serve.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::{
+    api::{self, AppState},
+    cgroup::Hierarchy,
+    cli::{ServeArgs, TrackerChoice},
+    history::History,
+    procfs::ProcRoot,
+    sampler::{self, Published, Sampler, SamplingStats, Shared},
+    tracker::{
+        Stop, Tracker, TrackerKind, TrackerStats,
+        ebpf::{self, EbpfOptions},
+        procscan::ProcScan,
+    },
+};
+
+/// Descriptors kept for other uses (connections, the BPF side, logs) before the sampler's share.
+const DESCRIPTOR_RESERVE: u64 = 2048;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let root = ProcRoot::new(proc_root(&args));
+    check_proc_root(&root)?;
+    let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
+    let tracker = choose_tracker(&args, &root, hierarchy)?;
+    let budget = descriptor_budget();
+
+    // Bind before the first sample so a port in use fails fast; accept only after it.
+    let addr = SocketAddr::new(args.listen_ip, args.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        warn!(%local, "listening beyond this host: anyone who can reach it can list container command lines");
+    }
+
+    let sampler = Sampler::new(root.clone(), hierarchy.naming(), budget);
+    let (sampler, tracker, shared) =
+        tokio::task::spawn_blocking(move || first_sample(sampler, tracker, args.history as usize))
+            .await??;
+
+    let stop = Arc::new(Stop::default());
+    let sampling = {
+        let (shared, stop, period) = (shared.clone(), stop.clone(), args.sample_period);
+        std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || sampler::run(sampler, tracker, shared, period, stop))
+            .context("cannot start the sampler thread")?
+    };
+
+    info!(%local, "listening");
+    let state = AppState {
+        shared,
+        sample_period: args.sample_period,
+    };
+    let served = api::serve(listener, state, shutdown_signal()).await;
+    stop.raise();
+    if sampling.join().is_err() {
+        bail!("the sampler thread panicked");
+    }
+    info!("stopped");
+    served
+}
+
+fn proc_root(args: &ServeArgs) -> PathBuf {
+    match &args.proc_root {
+        Some(root) => root.clone(),
+        None if Path::new("/rootfs").is_dir() => PathBuf::from("/rootfs/proc"),
+        None => PathBuf::from("/proc"),
+    }
+}
+
+fn check_proc_root(root: &ProcRoot) -> anyhow::Result<()> {
+    let mut pids = root.pids().with_context(|| {
+        format!(
+            "cannot read the proc root {} (set --proc-root to the host's /proc)",
+            root.path().display()
+        )
+    })?;
+    if pids.next().is_none() {
+        bail!(
+            "{} lists no processes: it is not a proc file system (set --proc-root)",
+            root.path().display()
+        );
+    }
+    Ok(())
+}
+
+fn choose_tracker(
+    args: &ServeArgs,
+    root: &ProcRoot,
+    hierarchy: Hierarchy,
+) -> anyhow::Result<Box<dyn Tracker>> {
+    let procfs =
+        || -> Box<dyn Tracker> { Box::new(ProcScan::new(root.clone(), hierarchy.naming())) };
+    let options = || EbpfOptions {
+        root: root.clone(),
+        hierarchy,
+        ring_buffer_bytes: args.bpf_ring_buffer,
+        reconcile_every: args.reconcile_every,
+    };
+    match args.tracker {
+        TrackerChoice::Procfs => {
+            info!(tracker = %TrackerKind::Procfs, "tracker chosen by --tracker procfs");
+            Ok(procfs())
+        }
+        TrackerChoice::Ebpf => {
+            let tracker =
+                ebpf::load(options()).context("--tracker ebpf: the eBPF tracker cannot be used")?;
+            info!(tracker = %TrackerKind::Ebpf, "tracker chosen by --tracker ebpf");
+            Ok(tracker)
+        }
+        TrackerChoice::Auto => match ebpf::load(options()) {
+            Ok(tracker) => {
+                info!(tracker = %TrackerKind::Ebpf, "eBPF loaded: following process events");
+                Ok(tracker)
+            }
+            Err(err) => {
+                warn!(tracker = %TrackerKind::Procfs, "eBPF unavailable, scanning /proc every sample instead: {err:#}");
+                Ok(procfs())
+            }
+        },
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one and returns how many processes the sampler
+/// may keep open files for.
+fn descriptor_budget() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        if limit.current != Some(hard) {
+            limit.current = Some(hard);
+            if let Err(err) = setrlimit(Resource::Nofile, limit.clone()) {
+                warn!("cannot raise the open-file limit: {err}");
+            }
+        }
+    }
+    let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
+    (current.saturating_sub(DESCRIPTOR_RESERVE) / 2) as usize
+}
+
+/// Takes the first sample, so the API never answers from an empty history.
+fn first_sample(
+    mut sampler: Sampler,
+    mut tracker: Box<dyn Tracker>,
+    history: usize,
+) -> anyhow::Result<(Sampler, Box<dyn Tracker>, Shared)> {
+    let began = Instant::now();
+    let sample = sampler.sample(tracker.as_mut()).context("first sample")?;
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(Published {
+        history: History::new(history),
+        tracker: tracker.kind(),
+        tracker_stats: TrackerStats::default(),
+        sampling: SamplingStats::default(),
+    }));
+    sampler::publish(
+        &shared,
+        &sampler,
+        tracker.as_ref(),
+        sample,
+        began.elapsed(),
+        0,
+    );
+    let published = shared.load();
+    info!(
+        processes = published.sampling.tracked_processes,
+        containers = published.sampling.containers,
+        took = ?began.elapsed(),
+        "first sample taken"
+    );
+    drop(published);
+    Ok((sampler, tracker, shared))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            warn!("cannot listen for SIGTERM: {err}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+}

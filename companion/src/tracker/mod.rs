@@ -1,0 +1,161 @@
+//! Which container processes exist now, and in which container.
+//!
+//! Two implementations answer the same question: [`procscan::ProcScan`] walks /proc on every
+//! sample; [`ebpf::EbpfTracker`] follows fork, exec, exit and cgroup moves in the kernel and only
+//! walks /proc to seed and repair its set. The sampler asks the tracker once per sample and reads
+//! /proc only for the processes it returns.
+
+pub mod ebpf;
+
+/// A container path, shared (see [`ContainerNames`]).
+pub type ContainerPath = Arc<str>;
+pub mod procscan;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Condvar, Mutex},
+    time::Instant,
+};
+
+use serde::Serialize;
+
+use crate::procfs::Pid;
+
+/// One tracked container process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    pub container: Arc<str>,
+    /// Bumped by every exec the tracker sees: the sampler re-reads the command line when it
+    /// changes. Trackers that cannot see execs leave it at 0.
+    pub execs: u32,
+    /// Whether the tracker read this process's cgroup itself. When it did not (a forked child,
+    /// an event), the sampler checks /proc/PID/cgroup the first time it reads the process, so a
+    /// stale entry whose pid was reused never lends its container to another process.
+    pub verified: bool,
+}
+
+/// The tracked set: pid (thread-group id) → container.
+pub type Processes = HashMap<Pid, Tracked>;
+
+/// Which implementation is in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackerKind {
+    Procfs,
+    Ebpf,
+}
+
+impl std::fmt::Display for TrackerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrackerKind::Procfs => "procfs",
+            TrackerKind::Ebpf => "ebpf",
+        })
+    }
+}
+
+/// Counters a tracker exposes in /healthz and /metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TrackerStats {
+    /// Kernel events applied.
+    pub events_received: u64,
+    /// Events the kernel side could not deliver (ring buffer full) or record (map full).
+    pub events_lost: u64,
+    /// Full /proc scans that checked the set (after losses, on schedule, or at start).
+    pub reconciliations: u64,
+    /// Entries those scans had to add, remove or move.
+    pub repairs: u64,
+    /// Why the tracker runs degraded, if it does (e.g. the eBPF side failed and /proc scanning
+    /// took over).
+    pub degraded: Option<String>,
+}
+
+/// A process the tracker saw exit since its last refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub pid: Pid,
+    /// The container it was in when it exited.
+    pub container: Arc<str>,
+    /// Its CPU time at exit in nanoseconds, when the kernel told.
+    pub cpu_ns: Option<u64>,
+}
+
+pub trait Tracker: Send {
+    fn kind(&self) -> TrackerKind;
+
+    /// Brings the set up to date. Called by the sampler at the start of each sample.
+    fn refresh(&mut self) -> anyhow::Result<()>;
+
+    /// The container processes as of the last refresh.
+    fn processes(&self) -> &Processes;
+
+    /// Exits seen by the last refresh.
+    fn exits(&self) -> &[Exit];
+
+    /// Sleeps until `deadline` or until `stop` is raised, doing what the tracker needs meanwhile
+    /// (draining kernel events). Returns false when stopped.
+    fn wait_until(&mut self, deadline: Instant, stop: &Stop) -> bool;
+
+    fn stats(&self) -> TrackerStats;
+}
+
+/// A stop signal a thread can sleep on: raised once, at shutdown.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    pub fn raise(&self) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.wake.notify_all();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps until `deadline`; returns false if the stop was raised first.
+    pub fn sleep_until(&self, deadline: Instant) -> bool {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if *stopped {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            stopped = self
+                .wake
+                .wait_timeout(stopped, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Container paths, shared: the same container is one allocation across the tracker, every
+/// sample and the API.
+#[derive(Debug, Default)]
+pub struct ContainerNames {
+    names: HashSet<Arc<str>>,
+}
+
+impl ContainerNames {
+    pub fn intern(&mut self, path: &[u8]) -> Arc<str> {
+        let path = String::from_utf8_lossy(path);
+        if let Some(name) = self.names.get(&*path) {
+            return name.clone();
+        }
+        let name: Arc<str> = path.into();
+        self.names.insert(name.clone());
+        name
+    }
+
+    /// Forgets names no longer used outside this table.
+    pub fn prune(&mut self) {
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+    }
+}
