@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::{
     cgroup::Naming,
     history::{Departed, History, ProcessInfo, ProcessSample, Sample},
-    procfs::{self, Pid, ProcRoot, Stat, Status, container_of, parse_cmdline},
+    procfs::{self, ParseError, Pid, ProcRoot, Stat, Status, container_of, parse_cmdline},
     tracker::{Stop, Tracked, Tracker, TrackerKind, TrackerStats},
 };
 
@@ -56,8 +56,8 @@ pub type Shared = Arc<ArcSwap<Published>>;
 /// A process as the sampler last read it.
 struct Cached {
     info: Arc<ProcessInfo>,
-    stat: Arc<Stat>,
-    status: Arc<Status>,
+    stat: Parsed<Stat>,
+    status: Parsed<Status>,
     /// Open stat and status files, when the descriptor budget allowed.
     files: Option<(File, File)>,
     execs: u32,
@@ -123,32 +123,54 @@ impl Sampler {
             return self.read_new_process(pid, tracked);
         };
         let files = cached.files.as_ref();
-        let Some(stat) = present(read_stat(
+        if present(read_file(
             &self.root,
             pid,
+            "stat",
             files.map(|f| &f.0),
             &mut self.buf,
         ))?
-        else {
+        .is_none()
+        {
             return Ok(None);
-        };
-        if stat.starttime != cached.info.starttime {
+        }
+        let before = (cached.stat.value.clone(), cached.status.value.clone());
+        cached
+            .stat
+            .update(&self.buf, Stat::parse)
+            .map_err(invalid)?;
+        if cached.stat.value.starttime != cached.info.starttime {
             // Same pid, another start time: the pid was reused (only possible without open
             // files). The old process departs; the new one is read from scratch.
-            let old = self.cache.remove(&pid).expect("cached");
+            let mut old = self.cache.remove(&pid).expect("cached");
+            old.stat.value = before.0;
             self.depart(old, None);
             return self.read_new_process(pid, tracked);
         }
-        let Some(status) = present(read_status(
+        let files = cached.files.as_ref();
+        if present(read_file(
             &self.root,
             pid,
+            "status",
             files.map(|f| &f.1),
             &mut self.buf,
         ))?
-        else {
+        .is_none()
+        {
             return Ok(None);
-        };
-        let cmdline_stale = cmdline_may_have_changed(cached, tracked, &stat, &status);
+        }
+        cached
+            .status
+            .update(&self.buf, Status::parse)
+            .map_err(invalid)?;
+
+        let cmdline_stale = tracked.execs != cached.execs
+            || may_have_rewritten_cmdline(
+                &before.0,
+                &before.1,
+                &cached.stat.value,
+                &cached.status.value,
+            );
         if cmdline_stale || cached.info.container != tracked.container {
             let mut cmdline = cached.info.cmdline.clone();
             if cmdline_stale {
@@ -161,20 +183,13 @@ impl Sampler {
             }
             let info = ProcessInfo {
                 pid,
-                starttime: stat.starttime,
+                starttime: cached.info.starttime,
                 container: tracked.container.clone(),
                 cmdline,
             };
             if info != *cached.info {
                 cached.info = Arc::new(info);
             }
-        }
-        // Unchanged values keep sharing the previous sample's allocation.
-        if *cached.stat != stat {
-            cached.stat = Arc::new(stat);
-        }
-        if *cached.status != status {
-            cached.status = Arc::new(status);
         }
         cached.execs = tracked.execs;
         cached.seen_in = self.pass;
@@ -208,39 +223,45 @@ impl Sampler {
             None
         };
         let open = files.as_ref();
-        let Some(stat) = present(read_stat(
+        if present(read_file(
             &self.root,
             pid,
+            "stat",
             open.map(|f| &f.0),
             &mut self.buf,
         ))?
-        else {
+        .is_none()
+        {
             return Ok(None);
-        };
+        }
+        let stat = Parsed::new(&self.buf, Stat::parse).map_err(invalid)?;
         let Some(cmdline) = present(read_cmdline(&self.root, pid, &mut self.buf))? else {
             return Ok(None);
         };
-        let Some(status) = present(read_status(
+        if present(read_file(
             &self.root,
             pid,
+            "status",
             open.map(|f| &f.1),
             &mut self.buf,
         ))?
-        else {
+        .is_none()
+        {
             return Ok(None);
-        };
+        }
+        let status = Parsed::new(&self.buf, Status::parse).map_err(invalid)?;
         if files.is_some() {
             self.open += 1;
         }
         let cached = Cached {
             info: Arc::new(ProcessInfo {
                 pid,
-                starttime: stat.starttime,
+                starttime: stat.value.starttime,
                 container: tracked.container.clone(),
                 cmdline,
             }),
-            stat: Arc::new(stat),
-            status: Arc::new(status),
+            stat,
+            status,
             files,
             execs: tracked.execs,
             seen_in: self.pass,
@@ -255,7 +276,7 @@ impl Sampler {
         if cached.files.is_some() {
             self.open -= 1;
         }
-        let last = cached.stat.cpu_ticks();
+        let last = cached.stat.value.cpu_ticks();
         self.departed.push(Departed {
             info: cached.info,
             cpu_ticks: cpu_at_exit.map_or(last, |at_exit| at_exit.max(last)),
@@ -319,29 +340,66 @@ impl Cached {
     fn sample(&self) -> ProcessSample {
         ProcessSample {
             info: self.info.clone(),
-            stat: self.stat.clone(),
-            status: self.status.clone(),
+            stat: self.stat.value.clone(),
+            status: self.status.value.clone(),
         }
     }
 }
 
+/// The last text read from one proc file, and what it parsed to.
+///
+/// Most processes are idle: their stat and status read the same from one sample to the next.
+/// The text is compared first (a memcmp), and only a changed text is parsed; an unchanged one
+/// keeps sharing its parsed value with every earlier sample in the history.
+struct Parsed<T> {
+    raw: Box<[u8]>,
+    value: Arc<T>,
+}
+
+impl<T: PartialEq> Parsed<T> {
+    fn new(
+        text: &[u8],
+        parse: impl Fn(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<Self, ParseError> {
+        Ok(Parsed {
+            raw: text.into(),
+            value: Arc::new(parse(text)?),
+        })
+    }
+
+    /// Takes a fresh read of the file.
+    fn update(
+        &mut self,
+        text: &[u8],
+        parse: impl Fn(&[u8]) -> Result<T, ParseError>,
+    ) -> Result<(), ParseError> {
+        if *self.raw != *text {
+            let value = parse(text)?;
+            self.raw = text.into();
+            if *self.value != value {
+                self.value = Arc::new(value);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The command line is the process's own memory: it changes on exec (which the eBPF tracker
-/// reports, and which also replaces the memory layout shown by `arg_start`/`arg_end`) or
-/// when the process itself rewrites it, which needs it to run. A process that did not run
+/// reports as `execs`, and which also replaces the memory layout shown by `arg_start`/`arg_end`)
+/// or when the process itself rewrites it, which needs it to run. A process that did not run
 /// since the last sample (same CPU time, same context-switch counts) and did not exec cannot
 /// have changed it, so an idle process is never re-read.
-fn cmdline_may_have_changed(
-    cached: &Cached,
-    tracked: &Tracked,
+fn may_have_rewritten_cmdline(
+    old_stat: &Stat,
+    old_status: &Status,
     stat: &Stat,
     status: &Status,
 ) -> bool {
-    tracked.execs != cached.execs
-        || stat.arg_start != cached.stat.arg_start
-        || stat.arg_end != cached.stat.arg_end
-        || stat.cpu_ticks() != cached.stat.cpu_ticks()
-        || status.voluntary_ctxt_switches != cached.status.voluntary_ctxt_switches
-        || status.nonvoluntary_ctxt_switches != cached.status.nonvoluntary_ctxt_switches
+    stat.arg_start != old_stat.arg_start
+        || stat.arg_end != old_stat.arg_end
+        || stat.cpu_ticks() != old_stat.cpu_ticks()
+        || status.voluntary_ctxt_switches != old_status.voluntary_ctxt_switches
+        || status.nonvoluntary_ctxt_switches != old_status.nonvoluntary_ctxt_switches
 }
 
 fn ns_to_ticks(ns: u64, ticks_per_second: u64) -> u64 {
@@ -361,28 +419,8 @@ fn read_file(
     }
 }
 
-fn invalid(err: procfs::ParseError) -> io::Error {
+fn invalid(err: ParseError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
-}
-
-fn read_stat(
-    root: &ProcRoot,
-    pid: Pid,
-    file: Option<&File>,
-    buf: &mut Vec<u8>,
-) -> io::Result<Stat> {
-    read_file(root, pid, "stat", file, buf)?;
-    Stat::parse(buf).map_err(invalid)
-}
-
-fn read_status(
-    root: &ProcRoot,
-    pid: Pid,
-    file: Option<&File>,
-    buf: &mut Vec<u8>,
-) -> io::Result<Status> {
-    read_file(root, pid, "status", file, buf)?;
-    Status::parse(buf).map_err(invalid)
 }
 
 fn read_cmdline(root: &ProcRoot, pid: Pid, buf: &mut Vec<u8>) -> io::Result<Arc<str>> {

@@ -126,6 +126,8 @@ impl EbpfTracker {
                 .with_context(|| format!("attaching to {category}/{name}"))?;
         }
 
+        release_freed_memory();
+
         let poll = Poll::new().context("creating a poller")?;
         poll.registry()
             .register(
@@ -562,6 +564,16 @@ fn exit_cpu_offsets() -> anyhow::Result<(u32, u32, u32)> {
         btf.member_offset("signal_struct", "sum_sched_runtime")?,
         btf.member_offset("task_struct", "se.sum_exec_runtime")?,
     ))
+}
+
+/// aya's loader parses the kernel's whole BTF (some 15 MB of heap) even for programs that do not
+/// use it; the allocator keeps that memory after it is freed unless asked to give it back.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Entries of the kernel-side set: room for every pid up to `pid_max`, within bounds.
