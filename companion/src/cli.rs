@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
-use crate::cgroup::Naming;
+use crate::{cgroup::Naming, procfs::CmdlineMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,10 +68,65 @@ pub struct ServeArgs {
     #[arg(long, env = "COMPANION_RECONCILE_EVERY", default_value = "5m", value_parser = parse_period)]
     pub reconcile_every: Duration,
 
+    /// What the API shows of each command line: `full`; `argv0`, the program alone, keeping
+    /// arguments (which often carry secrets) out of responses; or `none`. Applied when sampling,
+    /// so hidden arguments are never kept in memory either.
+    #[arg(long, env = "COMPANION_CMDLINE", value_enum, default_value_t = CmdlineMode::Full)]
+    pub cmdline: CmdlineMode,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+
     /// eBPF tracker: ring buffer size in bytes (a power of two, at least one page). Events that
     /// do not fit are counted as lost and repaired by a /proc scan.
     #[arg(long, env = "COMPANION_BPF_RING_BUFFER", default_value_t = 1 << 20, value_parser = parse_ring_buffer)]
     pub bpf_ring_buffer: u32,
+}
+
+/// How the HTTP endpoint is exposed and protected (see README, "Security").
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Require `Authorization: Bearer <token>` on every request but /healthz; the token is the
+    /// file's content (surrounding whitespace ignored). Without it anyone who reaches the port
+    /// can list every container's processes.
+    #[arg(long, env = "COMPANION_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// With --auth-token-file, require the token for /healthz as well.
+    #[arg(long, env = "COMPANION_AUTH_HEALTHZ", requires = "auth_token_file")]
+    pub auth_healthz: bool,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "COMPANION_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "COMPANION_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by these PEM CA certificates (mutual TLS).
+    #[arg(long, env = "COMPANION_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Open connections served at once; further ones are refused until one closes.
+    #[arg(long, env = "COMPANION_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Requests handled at once; beyond that the service answers 503 at once rather than
+    /// queueing without bound.
+    #[arg(long, env = "COMPANION_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Longest time a client may take to send a request's headers, and longest idle time of a
+    /// kept-alive connection (slow or idle clients cannot hold connections).
+    #[arg(long, env = "COMPANION_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_period)]
+    pub header_timeout: Duration,
+
+    /// Longest time to answer a request (503 past it).
+    #[arg(long, env = "COMPANION_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_period)]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,7 +17,11 @@ pub struct ProcessInfo {
     pub starttime: u64,
     /// The container path (`/docker/<id>`).
     pub container: Arc<str>,
+    /// The command line as the API shows it (see `--cmdline`).
     pub cmdline: Arc<str>,
+    /// Whether the process has a command line (kernel threads and zombies have none); `None`
+    /// when it could not be read.
+    pub has_cmdline: Option<bool>,
 }
 
 impl ProcessInfo {
@@ -31,7 +35,8 @@ impl ProcessInfo {
 pub struct ProcessSample {
     pub info: Arc<ProcessInfo>,
     pub stat: Arc<Stat>,
-    pub status: Arc<Status>,
+    /// `None` when the status file could not be read.
+    pub status: Option<Arc<Status>>,
 }
 
 impl ProcessSample {
@@ -39,9 +44,15 @@ impl ProcessSample {
         self.stat.cpu_ticks()
     }
 
+    /// Resident memory in kB, 0 when unknown.
+    pub fn rss_kb(&self) -> u64 {
+        self.status.as_ref().map_or(0, |s| s.vm_rss)
+    }
+
     /// Whether the API lists it: kernel threads and zombies have no command line or memory.
+    /// What could not be read does not hide a process.
     pub fn listed(&self) -> bool {
-        !self.info.cmdline.is_empty() && self.status.vm_rss != 0
+        self.info.has_cmdline != Some(false) && self.status.as_ref().is_none_or(|s| s.vm_rss != 0)
     }
 }
 
@@ -329,6 +340,7 @@ mod tests {
                     starttime,
                     container: container.into(),
                     cmdline: format!("proc{pid}").into(),
+                    has_cmdline: Some(true),
                 }),
                 stat: Arc::new(Stat {
                     pid: pid.into(),
@@ -336,10 +348,10 @@ mod tests {
                     starttime,
                     ..Stat::default()
                 }),
-                status: Arc::new(Status {
+                status: Some(Arc::new(Status {
                     vm_rss: 100 + u64::from(pid),
                     ..Status::default()
-                }),
+                })),
             }
         }
 
@@ -507,9 +519,9 @@ mod tests {
         let mut history = b.history.clone();
         let last = history.samples.pop_back().unwrap();
         let mut processes = last.processes().to_vec();
-        let mut status = (*processes[1].status).clone();
+        let mut status = (**processes[1].status.as_ref().unwrap()).clone();
         status.vm_rss = 0;
-        processes[1].status = Arc::new(status);
+        processes[1].status = Some(Arc::new(status));
         history = history.with(Sample::new(
             last.timestamp,
             last.boot_ticks,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod history;
+pub mod privileges;
 pub mod procfs;
 pub mod sampler;
 pub mod service;

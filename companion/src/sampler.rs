@@ -2,7 +2,7 @@
 //!
 //! Cost per process and sample is two reads (stat and status) through descriptors kept open
 //! across samples; the command line is read when a process is first seen and again only when it
-//! may have changed (see [`Sampler::cmdline_may_have_changed`]). Holding the descriptors also makes
+//! may have changed (see [`may_have_rewritten_cmdline`]). Holding the descriptors also makes
 //! the reads pid-reuse safe: a descriptor of an exited process fails with ESRCH, it never starts
 //! reading a newcomer with the same pid.
 
@@ -21,7 +21,10 @@ use tracing::{debug, info, warn};
 use crate::{
     cgroup::Naming,
     history::{Departed, History, ProcessInfo, ProcessSample, Sample},
-    procfs::{self, ParseError, Pid, ProcRoot, Stat, Status, container_of, parse_cmdline},
+    procfs::{
+        self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, container_of, has_cmdline,
+        render_cmdline,
+    },
     tracker::{Stop, Tracked, Tracker, TrackerKind, TrackerStats},
 };
 
@@ -57,19 +60,26 @@ pub type Shared = Arc<ArcSwap<Published>>;
 struct Cached {
     info: Arc<ProcessInfo>,
     stat: Parsed<Stat>,
-    status: Parsed<Status>,
+    /// `None` while the status file cannot be read.
+    status: Option<Parsed<Status>>,
     /// Open stat and status files, when the descriptor budget allowed.
     files: Option<(File, File)>,
     execs: u32,
     seen_in: u64,
 }
 
+pub struct SamplerOptions {
+    pub root: ProcRoot,
+    /// The naming that confirms a process's container in /proc/PID/cgroup.
+    pub naming: Naming,
+    /// Processes that may keep their two files open.
+    pub descriptor_budget: usize,
+    pub cmdline: CmdlineMode,
+}
+
 pub struct Sampler {
-    root: ProcRoot,
-    naming: Naming,
+    options: SamplerOptions,
     cache: HashMap<Pid, Cached>,
-    /// Processes that may keep open descriptors (two each).
-    descriptor_budget: usize,
     open: usize,
     ticks_per_second: u64,
     pass: u64,
@@ -78,13 +88,20 @@ pub struct Sampler {
     buf: Vec<u8>,
 }
 
+/// What reading one proc file gave; the text is in the sampler's buffer.
+enum Read {
+    Text,
+    /// The process exited: its pid names nothing, or an open file of it answers ESRCH.
+    Gone,
+    /// Any other failure (EACCES from a security module, a fake root's odd file, …).
+    Failed(io::Error),
+}
+
 impl Sampler {
-    pub fn new(root: ProcRoot, naming: Naming, descriptor_budget: usize) -> Sampler {
+    pub fn new(options: SamplerOptions) -> Sampler {
         Sampler {
-            root,
-            naming,
+            options,
             cache: HashMap::new(),
-            descriptor_budget,
             open: 0,
             ticks_per_second: procfs::ticks_per_second(),
             pass: 0,
@@ -109,7 +126,7 @@ impl Sampler {
             match self.read_process(pid, tracked) {
                 Ok(Some(process)) => processes.push(process),
                 Ok(None) => {}
-                Err(err) => debug!(pid, %err, "skipping process this sample"),
+                Err(err) => debug!(pid, %err, "process not sampled this time"),
             }
         }
 
@@ -117,83 +134,124 @@ impl Sampler {
         Ok(Sample::new(timestamp, boot_ticks, processes, departed))
     }
 
-    /// Reads one process; `None` when it vanished or is not (or no longer) in a container.
+    fn read(&mut self, pid: Pid, name: &str, file: Option<&File>) -> Read {
+        let result = match file {
+            Some(file) => procfs::pread_whole(file, &mut self.buf),
+            None => self.options.root.read(pid, name, &mut self.buf),
+        };
+        match result {
+            Ok(()) => Read::Text,
+            Err(err) if procfs::is_gone(&err) => Read::Gone,
+            Err(err) => Read::Failed(err),
+        }
+    }
+
+    /// Reads one process. `Ok(None)`: it is gone, or not in the container the tracker says.
+    /// `Err`: it could not be read this time (it stays known, but is not listed in this sample).
     fn read_process(&mut self, pid: Pid, tracked: &Tracked) -> io::Result<Option<ProcessSample>> {
-        let Some(cached) = self.cache.get_mut(&pid) else {
+        let Some(mut cached) = self.cache.remove(&pid) else {
             return self.read_new_process(pid, tracked);
         };
-        let files = cached.files.as_ref();
-        if present(read_file(
-            &self.root,
-            pid,
-            "stat",
-            files.map(|f| &f.0),
-            &mut self.buf,
-        ))?
-        .is_none()
-        {
-            return Ok(None);
+        // Whatever happens below, a process still known is not taken for departed.
+        cached.seen_in = self.pass;
+        let result = self.refresh_process(pid, tracked, &mut cached);
+        match result {
+            Ok(Refreshed::Same) => {
+                let sample = cached.sample();
+                self.cache.insert(pid, cached);
+                Ok(Some(sample))
+            }
+            Ok(Refreshed::Gone) => {
+                cached.seen_in = 0;
+                self.cache.insert(pid, cached);
+                Ok(None)
+            }
+            Ok(Refreshed::Reused) => {
+                // Same pid, another start time (only possible without open files): the old
+                // process departs, the new one is read from scratch.
+                self.depart(cached, None);
+                self.read_new_process(pid, tracked)
+            }
+            Err(err) => {
+                self.cache.insert(pid, cached);
+                Err(err)
+            }
         }
-        let before = (cached.stat.value.clone(), cached.status.value.clone());
-        cached
-            .stat
-            .update(&self.buf, Stat::parse)
-            .map_err(invalid)?;
-        if cached.stat.value.starttime != cached.info.starttime {
-            // Same pid, another start time: the pid was reused (only possible without open
-            // files). The old process departs; the new one is read from scratch.
-            let mut old = self.cache.remove(&pid).expect("cached");
-            old.stat.value = before.0;
-            self.depart(old, None);
-            return self.read_new_process(pid, tracked);
-        }
-        let files = cached.files.as_ref();
-        if present(read_file(
-            &self.root,
-            pid,
-            "status",
-            files.map(|f| &f.1),
-            &mut self.buf,
-        ))?
-        .is_none()
-        {
-            return Ok(None);
-        }
-        cached
-            .status
-            .update(&self.buf, Status::parse)
-            .map_err(invalid)?;
+    }
 
-        let cmdline_stale = tracked.execs != cached.execs
-            || may_have_rewritten_cmdline(
-                &before.0,
-                &before.1,
-                &cached.stat.value,
-                &cached.status.value,
-            );
-        if cmdline_stale || cached.info.container != tracked.container {
-            let mut cmdline = cached.info.cmdline.clone();
-            if cmdline_stale {
-                let Some(read) = present(read_cmdline(&self.root, pid, &mut self.buf))? else {
-                    return Ok(None);
+    fn refresh_process(
+        &mut self,
+        pid: Pid,
+        tracked: &Tracked,
+        cached: &mut Cached,
+    ) -> io::Result<Refreshed> {
+        let files = cached.files.take();
+        let outcome = (|| {
+            match self.read(pid, "stat", files.as_ref().map(|f| &f.0)) {
+                Read::Text => {}
+                Read::Gone => return Ok(Refreshed::Gone),
+                Read::Failed(err) => return Err(err),
+            }
+            let old_stat = cached.stat.value.clone();
+            let old_status = cached.status.as_ref().map(|s| s.value.clone());
+            cached
+                .stat
+                .update(&self.buf, Stat::parse)
+                .map_err(invalid)?;
+            if cached.stat.value.starttime != cached.info.starttime {
+                cached.stat.value = old_stat;
+                return Ok(Refreshed::Reused);
+            }
+            match self.read(pid, "status", files.as_ref().map(|f| &f.1)) {
+                Read::Text => match &mut cached.status {
+                    Some(status) => {
+                        if status.update(&self.buf, Status::parse).is_err() {
+                            cached.status = None;
+                        }
+                    }
+                    None => cached.status = Parsed::new(&self.buf, Status::parse).ok(),
+                },
+                Read::Gone => return Ok(Refreshed::Gone),
+                Read::Failed(_) => cached.status = None,
+            }
+
+            let ran = match (&old_status, &cached.status) {
+                (Some(old), Some(new)) => {
+                    may_have_rewritten_cmdline(&old_stat, old, &cached.stat.value, &new.value)
+                }
+                _ => true,
+            };
+            let cmdline_stale = ran || tracked.execs != cached.execs;
+            if cmdline_stale || cached.info.container != tracked.container {
+                let (cmdline, has_cmdline) = if cmdline_stale {
+                    match self.read_cmdline(pid) {
+                        Some(read) => read,
+                        None => return Ok(Refreshed::Gone),
+                    }
+                } else {
+                    (cached.info.cmdline.clone(), cached.info.has_cmdline)
                 };
-                if read != cmdline {
-                    cmdline = read;
+                let cmdline = if cmdline == cached.info.cmdline {
+                    cached.info.cmdline.clone()
+                } else {
+                    cmdline
+                };
+                let info = ProcessInfo {
+                    pid,
+                    starttime: cached.info.starttime,
+                    container: tracked.container.clone(),
+                    cmdline,
+                    has_cmdline,
+                };
+                if info != *cached.info {
+                    cached.info = Arc::new(info);
                 }
             }
-            let info = ProcessInfo {
-                pid,
-                starttime: cached.info.starttime,
-                container: tracked.container.clone(),
-                cmdline,
-            };
-            if info != *cached.info {
-                cached.info = Arc::new(info);
-            }
-        }
-        cached.execs = tracked.execs;
-        cached.seen_in = self.pass;
-        Ok(Some(cached.sample()))
+            cached.execs = tracked.execs;
+            Ok(Refreshed::Same)
+        })();
+        cached.files = files;
+        outcome
     }
 
     /// First read of a process: verify its container when the tracker did not, open its files,
@@ -204,52 +262,41 @@ impl Sampler {
         tracked: &Tracked,
     ) -> io::Result<Option<ProcessSample>> {
         if !tracked.verified {
-            if present(self.root.read(pid, "cgroup", &mut self.buf))?.is_none() {
-                return Ok(None);
+            match self.read(pid, "cgroup", None) {
+                Read::Text => {}
+                Read::Gone => return Ok(None),
+                Read::Failed(err) => return Err(err),
             }
-            if container_of(&self.buf, self.naming) != Some(tracked.container.as_bytes()) {
+            if container_of(&self.buf, self.options.naming) != Some(tracked.container.as_bytes()) {
                 debug!(pid, tracked = %tracked.container, "container not confirmed by /proc");
                 return Ok(None);
             }
         }
-        let files = if self.open < self.descriptor_budget {
-            let stat = present(File::open(self.root.file(pid, "stat")))?;
-            let status = present(File::open(self.root.file(pid, "status")))?;
-            let (Some(stat), Some(status)) = (stat, status) else {
-                return Ok(None);
-            };
-            Some((stat, status))
+        let files = if self.open < self.options.descriptor_budget {
+            let open = |name| File::open(self.options.root.file(pid, name));
+            match (open("stat"), open("status")) {
+                (Ok(stat), Ok(status)) => Some((stat, status)),
+                (Err(err), _) | (_, Err(err)) if procfs::is_gone(&err) => return Ok(None),
+                // Read by path instead; the reads say what is wrong.
+                _ => None,
+            }
         } else {
             None
         };
-        let open = files.as_ref();
-        if present(read_file(
-            &self.root,
-            pid,
-            "stat",
-            open.map(|f| &f.0),
-            &mut self.buf,
-        ))?
-        .is_none()
-        {
-            return Ok(None);
+        match self.read(pid, "stat", files.as_ref().map(|f| &f.0)) {
+            Read::Text => {}
+            Read::Gone => return Ok(None),
+            Read::Failed(err) => return Err(err),
         }
         let stat = Parsed::new(&self.buf, Stat::parse).map_err(invalid)?;
-        let Some(cmdline) = present(read_cmdline(&self.root, pid, &mut self.buf))? else {
+        let Some((cmdline, has_cmdline)) = self.read_cmdline(pid) else {
             return Ok(None);
         };
-        if present(read_file(
-            &self.root,
-            pid,
-            "status",
-            open.map(|f| &f.1),
-            &mut self.buf,
-        ))?
-        .is_none()
-        {
-            return Ok(None);
-        }
-        let status = Parsed::new(&self.buf, Status::parse).map_err(invalid)?;
+        let status = match self.read(pid, "status", files.as_ref().map(|f| &f.1)) {
+            Read::Text => Parsed::new(&self.buf, Status::parse).ok(),
+            Read::Gone => return Ok(None),
+            Read::Failed(_) => None,
+        };
         if files.is_some() {
             self.open += 1;
         }
@@ -259,6 +306,7 @@ impl Sampler {
                 starttime: stat.value.starttime,
                 container: tracked.container.clone(),
                 cmdline,
+                has_cmdline,
             }),
             stat,
             status,
@@ -269,6 +317,19 @@ impl Sampler {
         let sample = cached.sample();
         self.cache.insert(pid, cached);
         Ok(Some(sample))
+    }
+
+    /// The command line as `--cmdline` keeps it and whether there is one; `None` when the
+    /// process is gone. An unreadable file gives an empty text and "unknown".
+    fn read_cmdline(&mut self, pid: Pid) -> Option<(Arc<str>, Option<bool>)> {
+        match self.read(pid, "cmdline", None) {
+            Read::Text => Some((
+                render_cmdline(&self.buf, self.options.cmdline).into(),
+                Some(has_cmdline(&self.buf)),
+            )),
+            Read::Gone => None,
+            Read::Failed(_) => Some((Arc::from(""), None)),
+        }
     }
 
     /// Records a cached process as departed, with its CPU time at exit when known.
@@ -318,6 +379,7 @@ impl Sampler {
                         starttime: boot_ticks,
                         container: exit.container.clone(),
                         cmdline: Arc::from(""),
+                        has_cmdline: None,
                     }),
                     cpu_ticks: ns_to_ticks(ns, tps),
                 });
@@ -327,13 +389,11 @@ impl Sampler {
     }
 }
 
-/// Turns "the process is gone" into `None`; other errors stay errors.
-fn present<T>(result: io::Result<T>) -> io::Result<Option<T>> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(err) if procfs::is_gone(&err) => Ok(None),
-        Err(err) => Err(err),
-    }
+/// What refreshing a known process found.
+enum Refreshed {
+    Same,
+    Gone,
+    Reused,
 }
 
 impl Cached {
@@ -341,7 +401,7 @@ impl Cached {
         ProcessSample {
             info: self.info.clone(),
             stat: self.stat.value.clone(),
-            status: self.status.value.clone(),
+            status: self.status.as_ref().map(|s| s.value.clone()),
         }
     }
 }
@@ -406,26 +466,8 @@ fn ns_to_ticks(ns: u64, ticks_per_second: u64) -> u64 {
     (u128::from(ns) * u128::from(ticks_per_second) / 1_000_000_000) as u64
 }
 
-fn read_file(
-    root: &ProcRoot,
-    pid: Pid,
-    name: &str,
-    file: Option<&File>,
-    buf: &mut Vec<u8>,
-) -> io::Result<()> {
-    match file {
-        Some(file) => procfs::pread_whole(file, buf),
-        None => root.read(pid, name, buf),
-    }
-}
-
 fn invalid(err: ParseError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
-}
-
-fn read_cmdline(root: &ProcRoot, pid: Pid, buf: &mut Vec<u8>) -> io::Result<Arc<str>> {
-    root.read(pid, "cmdline", buf)?;
-    Ok(parse_cmdline(buf).into())
 }
 
 /// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at

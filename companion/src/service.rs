@@ -13,12 +13,16 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
-    api::{self, AppState},
+    api::{
+        self, Admission, AppState, TokenAuth,
+        server::{self, ServerOptions},
+    },
     cgroup::Hierarchy,
-    cli::{ServeArgs, TrackerChoice},
+    cli::{HttpArgs, ServeArgs, TrackerChoice},
     history::History,
+    privileges,
     procfs::ProcRoot,
-    sampler::{self, Published, Sampler, SamplingStats, Shared},
+    sampler::{self, Published, Sampler, SamplerOptions, SamplingStats, Shared},
     tracker::{
         Stop, Tracker, TrackerKind, TrackerStats,
         ebpf::{self, EbpfOptions},
@@ -29,27 +33,39 @@ use crate::{
 /// Descriptors kept for other uses (connections, the BPF side, logs) before the sampler's share.
 const DESCRIPTOR_RESERVE: u64 = 2048;
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs the service until SIGINT or SIGTERM.
+///
+/// Everything that needs privileges (loading the BPF programs, binding the port, raising the
+/// descriptor limit) happens first, on this one thread; then the process drops to the few
+/// capabilities it still needs, and only then starts its other threads (capabilities are per
+/// thread, so threads started earlier would keep them all).
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let root = ProcRoot::new(proc_root(&args));
     check_proc_root(&root)?;
     let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
+    let (admission, server_options) = http_options(&args.http)?;
     let tracker = choose_tracker(&args, &root, hierarchy)?;
     let budget = descriptor_budget();
 
     // Bind before the first sample so a port in use fails fast; accept only after it.
     let addr = SocketAddr::new(args.listen_ip, args.port);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    if !local.ip().is_loopback() {
-        warn!(%local, "listening beyond this host: anyone who can reach it can list container command lines");
+    if !local.ip().is_loopback() && admission.auth.is_none() {
+        warn!(%local, "listening beyond this host without --auth-token-file: anyone who can reach this port can list every container's processes and command lines");
     }
 
-    let sampler = Sampler::new(root.clone(), hierarchy.naming(), budget);
-    let (sampler, tracker, shared) =
-        tokio::task::spawn_blocking(move || first_sample(sampler, tracker, args.history as usize))
-            .await??;
+    privileges::keep_only(&privileges::needed(tracker.kind()))?;
+
+    let sampler = Sampler::new(SamplerOptions {
+        root: root.clone(),
+        naming: hierarchy.naming(),
+        descriptor_budget: budget,
+        cmdline: args.cmdline,
+    });
+    let (sampler, tracker, shared) = first_sample(sampler, tracker, args.history as usize)?;
 
     let stop = Arc::new(Stop::default());
     let sampling = {
@@ -60,18 +76,61 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot start the sampler thread")?
     };
 
-    info!(%local, "listening");
-    let state = AppState {
-        shared,
-        sample_period: args.sample_period,
-    };
-    let served = api::serve(listener, state, shutdown_signal()).await;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(async {
+        let listener = TcpListener::from_std(listener)?;
+        let state = AppState {
+            shared,
+            sample_period: args.sample_period,
+        };
+        let router = api::router(state, &admission);
+        info!(%local, tls = server_options.tls.is_some(), auth = admission.auth.is_some(), "listening");
+        server::serve(listener, router, server_options, shutdown_signal()).await
+    });
     stop.raise();
     if sampling.join().is_err() {
         bail!("the sampler thread panicked");
     }
     info!("stopped");
     served
+}
+
+fn http_options(args: &HttpArgs) -> anyhow::Result<(Admission, ServerOptions)> {
+    let auth = match &args.auth_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?;
+            let token = token.trim();
+            if token.is_empty() {
+                bail!("the token file {} is empty", path.display());
+            }
+            Some(TokenAuth::new(token, !args.auth_healthz))
+        }
+        None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::tls_config(
+            cert,
+            key,
+            args.tls_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    let admission = Admission {
+        auth,
+        max_in_flight: args.max_in_flight as usize,
+        request_timeout: args.request_timeout,
+    };
+    let server_options = ServerOptions {
+        tls,
+        max_connections: args.max_connections as usize,
+        header_timeout: args.header_timeout,
+    };
+    Ok((admission, server_options))
 }
 
 fn proc_root(args: &ServeArgs) -> PathBuf {

@@ -1,17 +1,19 @@
-//! The HTTP API: the v1.0 processes route, health, and the server around them.
+//! The HTTP API: the v1.0 processes route, health, and the layers every request passes.
 
 mod error;
+mod guard;
 mod health;
+pub mod server;
 pub mod v1;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use axum::{Router, routing::get};
-use tokio::net::TcpListener;
+use axum::{Router, error_handling::HandleErrorLayer, http::StatusCode, middleware, routing::get};
+use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::timeout::TimeoutLayer;
-use tracing::info;
 
 pub use error::ApiError;
+pub use guard::TokenAuth;
 
 use crate::sampler::Shared;
 
@@ -22,28 +24,39 @@ pub struct AppState {
     pub sample_period: Duration,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// How requests are admitted.
+pub struct Admission {
+    /// Required bearer token, if any.
+    pub auth: Option<TokenAuth>,
+    /// Requests handled at once; more get 503 straight away.
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
+}
+
+pub fn router(state: AppState, admission: &Admission) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/api/v1.0/{*rest}", get(v1::processes))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(10),
+            StatusCode::SERVICE_UNAVAILABLE,
+            admission.request_timeout,
         ))
-}
-
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    info!(%addr, "serving the API");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    ApiError::Unavailable("overloaded: too many requests in flight".into())
+                }))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(admission.max_in_flight)),
+        );
+    let routes = match &admission.auth {
+        Some(auth) => routes.layer(middleware::from_fn_with_state(
+            auth.clone(),
+            guard::require_token,
+        )),
+        None => routes,
+    };
+    routes.layer(middleware::from_fn(guard::request_shape))
 }

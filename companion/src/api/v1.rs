@@ -153,10 +153,7 @@ impl<'a> SnapshotJson<'a> {
                 b_share.total_cmp(a_share).then(by_pid(a).cmp(&by_pid(b)))
             }),
             Sort::Mem => processes.sort_by(|(a, _), (b, _)| {
-                b.status
-                    .vm_rss
-                    .cmp(&a.status.vm_rss)
-                    .then(by_pid(a).cmp(&by_pid(b)))
+                b.rss_kb().cmp(&a.rss_kb()).then(by_pid(a).cmp(&by_pid(b)))
             }),
         }
         if let Some(limit) = query.limit {
@@ -167,7 +164,7 @@ impl<'a> SnapshotJson<'a> {
             processes: processes
                 .into_iter()
                 .map(|(p, share)| ProcessJson {
-                    status: &p.status,
+                    status: p.status.as_deref().unwrap_or(&UNREADABLE_STATUS),
                     stat: &p.stat,
                     cmdline: &p.info.cmdline,
                     relativecpuusage: Percent(share),
@@ -177,6 +174,9 @@ impl<'a> SnapshotJson<'a> {
         }
     }
 }
+
+/// Shown for a process whose status file could not be read: every field at its zero value.
+static UNREADABLE_STATUS: std::sync::LazyLock<Status> = std::sync::LazyLock::new(Status::default);
 
 /// One process, with the v1.0 keys in the v1.0 order.
 #[derive(Serialize)]

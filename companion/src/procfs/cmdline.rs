@@ -2,6 +2,38 @@
 
 use super::lossy;
 
+/// How much of a command line is kept (flag `--cmdline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmdlineMode {
+    /// Every argument.
+    Full,
+    /// The program alone: arguments, which often carry secrets, are dropped.
+    Argv0,
+    /// Nothing.
+    None,
+}
+
+/// Whether the file holds a command line at all: kernel threads and zombies have none.
+pub fn has_cmdline(raw: &[u8]) -> bool {
+    raw.iter().any(|&b| b != 0)
+}
+
+/// The command line as `mode` keeps it.
+pub fn render_cmdline(raw: &[u8], mode: CmdlineMode) -> String {
+    match mode {
+        CmdlineMode::Full => parse_cmdline(raw),
+        CmdlineMode::Argv0 => {
+            let first = raw
+                .split(|&b| b == 0)
+                .find(|arg| !arg.is_empty())
+                .unwrap_or_default();
+            parse_cmdline(first)
+        }
+        CmdlineMode::None => String::new(),
+    }
+}
+
 /// Longest command line reported, in bytes; longer ones are cut (at a character boundary).
 /// Command lines can reach megabytes; 32 KiB keeps responses and the history bounded.
 pub const CMDLINE_LIMIT: usize = 32 * 1024;
@@ -55,6 +87,21 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced() {
         assert_eq!(parse_cmdline(b"\xffx\0y\0"), "\u{fffd}x y");
+    }
+
+    #[test]
+    fn modes() {
+        let raw = b"mysql\0--password=hunter2\0";
+        assert_eq!(
+            render_cmdline(raw, CmdlineMode::Full),
+            "mysql --password=hunter2"
+        );
+        assert_eq!(render_cmdline(raw, CmdlineMode::Argv0), "mysql");
+        assert_eq!(render_cmdline(raw, CmdlineMode::None), "");
+        assert_eq!(render_cmdline(b"", CmdlineMode::Argv0), "");
+        assert!(has_cmdline(raw));
+        assert!(!has_cmdline(b"\0\0"));
+        assert!(!has_cmdline(b""));
     }
 
     #[test]

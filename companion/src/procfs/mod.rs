@@ -16,7 +16,7 @@ use std::{
 };
 
 pub use cgroup::{CgroupLine, container_of, parse_cgroup};
-pub use cmdline::{CMDLINE_LIMIT, parse_cmdline};
+pub use cmdline::{CMDLINE_LIMIT, CmdlineMode, has_cmdline, parse_cmdline, render_cmdline};
 pub use stat::Stat;
 pub use status::Status;
 

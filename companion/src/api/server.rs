@@ -1,0 +1,177 @@
+//! The HTTP server: accept loop, optional TLS, and the limits that keep a slow, idle or
+//! flooding client from holding the service's resources.
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use rustls::{ServerConfig, server::WebPkiClientVerifier};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+/// Time a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time given to requests in flight at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) buffered for one connection.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+pub struct ServerOptions {
+    pub tls: Option<Arc<ServerConfig>>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// Builds the TLS configuration from PEM files; with `client_ca`, clients must present a
+/// certificate signed by one of its certificates.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading certificates from {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing certificates in {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key in {}", key.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match client_ca {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading client CAs from {}", path.display()))?
+            {
+                roots
+                    .add(ca.with_context(|| format!("parsing {}", path.display()))?)
+                    .with_context(|| format!("adding a client CA from {}", path.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .context("client certificate verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not form a usable pair")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish
+/// (up to a grace period).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let connections = Arc::new(Semaphore::new(options.max_connections));
+    let tls = options.tls.map(TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.header_timeout)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_concurrent_streams(64);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors, or the peer gave up before we accepted: wait a
+                    // moment rather than spin.
+                    warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            refuse(stream, peer, tls.is_some());
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result =
+                match tls {
+                    Some(acceptor) => {
+                        let stream =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(err)) => return debug!(%peer, "TLS handshake failed: {err}"),
+                                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                            };
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    None => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                };
+            if let Err(err) = result {
+                debug!(%peer, "connection ended: {err}");
+            }
+        });
+    }
+
+    info!("no longer accepting; finishing requests in flight");
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight after {SHUTDOWN_GRACE:?}; closing them");
+    }
+    Ok(())
+}
+
+/// Over the connection cap: a plain-HTTP client gets a short 503 so it can tell overload from
+/// failure; a TLS client's connection is closed.
+fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, tls: bool) {
+    debug!(%peer, "connection refused: too many open connections");
+    if tls {
+        return;
+    }
+    tokio::spawn(async move {
+        let response = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+connection: close\r\ncontent-length: 21\r\n\r\ntoo many connections\n";
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(response)).await;
+    });
+}
