@@ -77,6 +77,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub http: HttpArgs,
 
+    /// Test seam: make the eBPF tracker fail after this many samples, to exercise the fall-back
+    /// to the /proc scan.
+    #[arg(long, env = "COMPANION_TEST_FAIL_EBPF_AFTER", hide = true)]
+    pub test_fail_ebpf_after: Option<u32>,
+
     /// eBPF tracker: ring buffer size in bytes (a power of two, at least one page). Events that
     /// do not fit are counted as lost and repaired by a /proc scan.
     #[arg(long, env = "COMPANION_BPF_RING_BUFFER", default_value_t = 1 << 20, value_parser = parse_ring_buffer)]

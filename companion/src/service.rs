@@ -26,6 +26,7 @@ use crate::{
     tracker::{
         Stop, Tracker, TrackerKind, TrackerStats,
         ebpf::{self, EbpfOptions},
+        fallback::Fallback,
         procscan::ProcScan,
     },
 };
@@ -162,33 +163,46 @@ fn choose_tracker(
     root: &ProcRoot,
     hierarchy: Hierarchy,
 ) -> anyhow::Result<Box<dyn Tracker>> {
-    let procfs =
-        || -> Box<dyn Tracker> { Box::new(ProcScan::new(root.clone(), hierarchy.naming())) };
-    let options = || EbpfOptions {
-        root: root.clone(),
-        hierarchy,
-        ring_buffer_bytes: args.bpf_ring_buffer,
-        reconcile_every: args.reconcile_every,
+    let scan = {
+        let (root, naming) = (root.clone(), hierarchy.naming());
+        move || ProcScan::new(root, naming)
+    };
+    let ebpf = || {
+        let tracker = ebpf::load(EbpfOptions {
+            root: root.clone(),
+            hierarchy,
+            ring_buffer_bytes: args.bpf_ring_buffer,
+            reconcile_every: args.reconcile_every,
+        })?;
+        // Should the eBPF side fail later, the /proc scan takes over.
+        let replacement = {
+            let scan = scan.clone();
+            move |why| scan().degraded(why)
+        };
+        anyhow::Ok(Box::new(Fallback::new(
+            tracker,
+            replacement,
+            args.test_fail_ebpf_after,
+        )) as Box<dyn Tracker>)
     };
     match args.tracker {
         TrackerChoice::Procfs => {
             info!(tracker = %TrackerKind::Procfs, "tracker chosen by --tracker procfs");
-            Ok(procfs())
+            Ok(Box::new(scan()))
         }
         TrackerChoice::Ebpf => {
-            let tracker =
-                ebpf::load(options()).context("--tracker ebpf: the eBPF tracker cannot be used")?;
+            let tracker = ebpf().context("--tracker ebpf: the eBPF tracker cannot be used")?;
             info!(tracker = %TrackerKind::Ebpf, "tracker chosen by --tracker ebpf");
             Ok(tracker)
         }
-        TrackerChoice::Auto => match ebpf::load(options()) {
+        TrackerChoice::Auto => match ebpf() {
             Ok(tracker) => {
                 info!(tracker = %TrackerKind::Ebpf, "eBPF loaded: following process events");
                 Ok(tracker)
             }
             Err(err) => {
                 warn!(tracker = %TrackerKind::Procfs, "eBPF unavailable, scanning /proc every sample instead: {err:#}");
-                Ok(procfs())
+                Ok(Box::new(scan()))
             }
         },
     }

@@ -6,6 +6,7 @@
 //! /proc only for the processes it returns.
 
 pub mod ebpf;
+pub mod fallback;
 
 /// A container path, shared (see [`ContainerNames`]).
 pub type ContainerPath = Arc<str>;

@@ -291,13 +291,18 @@ impl EbpfTracker {
         Status::parse(&self.buf).is_ok_and(|status| status.tgid == u64::from(pid))
     }
 
-    /// Sum of the kernel side's loss counters over all CPUs.
-    fn losses(&self) -> u64 {
-        [COUNTER_LOST, COUNTER_MAP_FULL]
-            .into_iter()
-            .filter_map(|index| self.counters.get(&index, 0).ok())
-            .map(|per_cpu| per_cpu.iter().sum::<u64>())
-            .sum()
+    /// Sum of the kernel side's loss counters over all CPUs. An error here means the kernel
+    /// side is no longer usable.
+    fn losses(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for index in [COUNTER_LOST, COUNTER_MAP_FULL] {
+            let per_cpu = self
+                .counters
+                .get(&index, 0)
+                .context("reading the kernel side's counters")?;
+            total += per_cpu.iter().sum::<u64>();
+        }
+        Ok(total)
     }
 
     /// Compares the set with a /proc scan and repairs it. Events that arrive while the scan runs
@@ -389,7 +394,7 @@ impl Tracker for EbpfTracker {
 
     fn refresh(&mut self) -> anyhow::Result<()> {
         self.drain();
-        let losses = self.losses();
+        let losses = self.losses()?;
         if losses > self.losses_seen {
             warn!(
                 lost = losses - self.losses_seen,
