@@ -77,6 +77,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub http: HttpArgs,
 
+    /// Export the N busiest processes of the host as their own /metrics series (CPU and
+    /// memory). 0, the default, keeps /metrics to per-container series, so label cardinality
+    /// stays bounded by the number of containers.
+    #[arg(long, env = "COMPANION_METRICS_TOP_PROCESSES", default_value_t = 0)]
+    pub metrics_top_processes: usize,
+
     /// Test seam: make the eBPF tracker fail after this many samples, to exercise the fall-back
     /// to the /proc scan.
     #[arg(long, env = "COMPANION_TEST_FAIL_EBPF_AFTER", hide = true)]

@@ -69,6 +69,8 @@ pub struct Departed {
 /// Everything one sampling pass saw.
 #[derive(Debug)]
 pub struct Sample {
+    /// Position in the sequence of samples, set when the sample joins a history.
+    pub seq: u64,
     pub timestamp: SystemTime,
     /// Clock ticks since boot when the pass began: a process with a later `starttime` was born
     /// after it.
@@ -105,6 +107,7 @@ impl Sample {
         processes.shrink_to_fit();
         departed.shrink_to_fit();
         Sample {
+            seq: 0,
             timestamp,
             boot_ticks,
             processes,
@@ -182,6 +185,7 @@ pub struct Snapshot<'a> {
 pub struct History {
     samples: VecDeque<Arc<Sample>>,
     capacity: usize,
+    next_seq: u64,
 }
 
 impl History {
@@ -190,15 +194,18 @@ impl History {
         History {
             samples: VecDeque::with_capacity(capacity),
             capacity,
+            next_seq: 1,
         }
     }
 
     /// A new history with `sample` appended and the oldest dropped when full.
-    pub fn with(&self, sample: Sample) -> History {
+    pub fn with(&self, mut sample: Sample) -> History {
         let mut next = self.clone();
         if next.samples.len() == next.capacity {
             next.samples.pop_front();
         }
+        sample.seq = next.next_seq;
+        next.next_seq += 1;
         next.samples.push_back(Arc::new(sample));
         next
     }
@@ -254,8 +261,22 @@ impl History {
     /// The listed processes of `container` at sample `at`, with shares over `(base, at]`.
     fn snapshot(&self, container: &str, at: usize, base: usize) -> Snapshot<'_> {
         let sample = &*self.samples[at];
-        let present = sample.container(container);
-        let deltas: Vec<u64> = present
+        let (deltas, total) = self.window(container, at, base);
+        let processes = sample
+            .container(container)
+            .iter()
+            .zip(deltas)
+            .filter(|(p, _)| p.listed())
+            .map(|(p, delta)| (p, share(delta, total)))
+            .collect();
+        Snapshot { sample, processes }
+    }
+
+    /// CPU ticks over the window `(base, at]`: each process of `container` present at `at`, in
+    /// its order there, and the container's total, departed processes included.
+    fn window(&self, container: &str, at: usize, base: usize) -> (Vec<u64>, u64) {
+        let deltas: Vec<u64> = self.samples[at]
+            .container(container)
             .iter()
             .map(|p| {
                 p.cpu_ticks()
@@ -275,13 +296,53 @@ impl History {
             })
             .sum();
         let total = deltas.iter().sum::<u64>() + departed;
-        let processes = present
-            .iter()
-            .zip(deltas)
-            .filter(|(p, _)| p.listed())
-            .map(|(p, delta)| (p, share(delta, total)))
+        (deltas, total)
+    }
+
+    /// CPU use of every container from the sample numbered `since` (or the one before the
+    /// newest, when `since` is not given or no longer held) to the newest; with the seconds
+    /// between the two. `None` while there is no such window.
+    pub fn usage(&self, since: Option<u64>) -> Option<Usage<'_>> {
+        let at = self.samples.len().checked_sub(1)?;
+        let base = since
+            .and_then(|seq| self.samples.iter().position(|s| s.seq == seq))
+            .unwrap_or(at.checked_sub(1)?);
+        if base >= at {
+            return None;
+        }
+        let newest = &*self.samples[at];
+        let seconds = newest
+            .timestamp
+            .duration_since(self.samples[base].timestamp)
+            .ok()?
+            .as_secs_f64();
+        let mut paths: Vec<&Arc<str>> = newest.containers().map(|(path, _)| path).collect();
+        for i in base + 1..=at {
+            paths.extend(
+                self.samples[i]
+                    .all_departed()
+                    .iter()
+                    .map(|d| &d.info.container),
+            );
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        let containers = paths
+            .into_iter()
+            .map(|path| {
+                let (deltas, total_ticks) = self.window(path, at, base);
+                ContainerUsage {
+                    path: path.clone(),
+                    total_ticks,
+                    processes: newest.container(path).iter().zip(deltas).collect(),
+                }
+            })
             .collect();
-        Snapshot { sample, processes }
+        Some(Usage {
+            newest,
+            seconds,
+            containers,
+        })
     }
 
     /// The CPU ticks a process had when the window `(base, …]` opened: its value in the base
@@ -299,6 +360,22 @@ impl History {
             .find_map(|i| self.samples[i].cpu_of(info))
             .unwrap_or(u64::MAX)
     }
+}
+
+/// CPU use over a window, per container (see [`History::usage`]).
+pub struct Usage<'a> {
+    pub newest: &'a Sample,
+    pub seconds: f64,
+    /// Sorted by path; containers whose processes all left in the window are included.
+    pub containers: Vec<ContainerUsage<'a>>,
+}
+
+pub struct ContainerUsage<'a> {
+    pub path: Arc<str>,
+    /// Clock ticks the container used in the window, departed processes included.
+    pub total_ticks: u64,
+    /// The processes of the newest sample, with the ticks each used in the window.
+    pub processes: Vec<(&'a ProcessSample, u64)>,
 }
 
 /// `delta` as a percentage of `total`; 0 when nothing ran, never NaN or infinite.
@@ -498,6 +575,46 @@ mod tests {
         );
         // Exact match only: a parent path is another container.
         assert!(b.history.snapshots("/docker", 1, 1).is_err());
+    }
+
+    #[test]
+    fn usage_totals_include_departed() {
+        let mut b = Builder::new(60);
+        assert!(b.history.usage(None).is_none());
+        b.sample(
+            &[
+                (1, 10, C, 0),
+                (2, 10, C, 0),
+                (3, 10, "/other", 5),
+                (4, 10, "/gone", 0),
+            ],
+            &[],
+        );
+        b.sample(&[(1, 10, C, 20), (3, 10, "/other", 5)], &[(2, 30), (4, 7)]);
+        let usage = b.history.usage(None).unwrap();
+        assert_eq!(usage.seconds, 100.0);
+        let totals: Vec<(&str, u64)> = usage
+            .containers
+            .iter()
+            .map(|c| (&*c.path, c.total_ticks))
+            .collect();
+        assert_eq!(totals, [(C, 50), ("/gone", 7), ("/other", 0)]);
+        assert_eq!(usage.containers[0].processes.len(), 1);
+        assert_eq!(usage.containers[0].processes[0].1, 20);
+        // A window from an older sample covers both intervals.
+        b.sample(&[(1, 10, C, 25), (3, 10, "/other", 5)], &[]);
+        let first = b.history.samples().next().unwrap().seq;
+        let usage = b.history.usage(Some(first)).unwrap();
+        assert_eq!(usage.seconds, 200.0);
+        assert_eq!(
+            usage
+                .containers
+                .iter()
+                .find(|c| &*c.path == C)
+                .unwrap()
+                .total_ticks,
+            55
+        );
     }
 
     #[test]

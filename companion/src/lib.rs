@@ -8,6 +8,8 @@ pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod history;
+pub mod inventory;
+pub mod metrics;
 pub mod privileges;
 pub mod procfs;
 pub mod sampler;

@@ -53,8 +53,38 @@ pub struct SamplingStats {
     pub open_descriptors: usize,
 }
 
-/// The API's view: the newest publication, swapped atomically by the sampler.
-pub type Shared = Arc<ArcSwap<Published>>;
+/// The newest publication, swapped atomically by the sampler, and a signal for those who act on
+/// each new sample.
+pub struct Store {
+    current: ArcSwap<Published>,
+    published: tokio::sync::Notify,
+}
+
+impl Store {
+    pub fn new(first: Published) -> Store {
+        Store {
+            current: ArcSwap::from_pointee(first),
+            published: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Published> {
+        self.current.load_full()
+    }
+
+    fn publish(&self, next: Published) {
+        self.current.store(Arc::new(next));
+        self.published.notify_waiters();
+    }
+
+    /// Resolves at the next publication.
+    pub async fn next_sample(&self) {
+        self.published.notified().await;
+    }
+}
+
+/// The store, shared by the sampler and its readers.
+pub type Shared = Arc<Store>;
 
 /// A process as the sampler last read it.
 struct Cached {
@@ -522,11 +552,10 @@ pub fn publish(
         containers: sample.containers().count(),
         open_descriptors: sampler.open_descriptors(),
     };
-    let next = Published {
+    shared.publish(Published {
         history: current.history.with(sample),
         tracker: tracker.kind(),
         tracker_stats: tracker.stats(),
         sampling,
-    };
-    shared.store(Arc::new(next));
+    });
 }

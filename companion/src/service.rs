@@ -13,16 +13,19 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
+    api::v2::Host,
     api::{
         self, Admission, AppState, TokenAuth,
         server::{self, ServerOptions},
     },
-    cgroup::Hierarchy,
+    cgroup::{CgroupFs, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
     history::History,
+    inventory::{self, Inventory, InventoryOptions},
+    metrics::HttpMetrics,
     privileges,
     procfs::ProcRoot,
-    sampler::{self, Published, Sampler, SamplerOptions, SamplingStats, Shared},
+    sampler::{self, Published, Sampler, SamplerOptions, SamplingStats, Shared, Store},
     tracker::{
         Stop, Tracker, TrackerKind, TrackerStats,
         ebpf::{self, EbpfOptions},
@@ -82,11 +85,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let host = Arc::new(host_facts(&root, &args)?);
     let served = runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
+        let inventory = Arc::new(ArcSwap::from_pointee(Inventory::default()));
+        tokio::spawn(inventory::run(
+            shared.clone(),
+            InventoryOptions {
+                cgroups: CgroupFs::discover(),
+                top_processes: args.metrics_top_processes,
+                ticks_per_second: host.clock_ticks_per_second,
+            },
+            inventory.clone(),
+        ));
         let state = AppState {
             shared,
             sample_period: args.sample_period,
+            inventory,
+            http_metrics: Arc::new(HttpMetrics::default()),
+            host,
         };
         let router = api::router(state, &admission);
         info!(%local, tls = server_options.tls.is_some(), auth = admission.auth.is_some(), "listening");
@@ -132,6 +149,24 @@ fn http_options(args: &HttpArgs) -> anyhow::Result<(Admission, ServerOptions)> {
         header_timeout: args.header_timeout,
     };
     Ok((admission, server_options))
+}
+
+fn host_facts(root: &ProcRoot, args: &ServeArgs) -> anyhow::Result<Host> {
+    use ::procfs::{FromRead, Meminfo};
+    let meminfo = Meminfo::from_file(root.global("meminfo")).context("reading meminfo")?;
+    let stat = std::fs::read_to_string(root.global("stat")).context("reading /proc/stat")?;
+    let boot_time_seconds = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
+        .context("no btime in /proc/stat")?;
+    Ok(Host {
+        memory_total_bytes: meminfo.mem_total,
+        boot_time_seconds,
+        clock_ticks_per_second: crate::procfs::ticks_per_second(),
+        page_size_bytes: ::procfs::page_size(),
+        sample_period_seconds: args.sample_period.as_secs_f64(),
+        history_capacity: args.history as usize,
+    })
 }
 
 fn proc_root(args: &ServeArgs) -> PathBuf {
@@ -213,12 +248,12 @@ fn choose_tracker(
 fn descriptor_budget() -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    if let Some(hard) = limit.maximum {
-        if limit.current != Some(hard) {
-            limit.current = Some(hard);
-            if let Err(err) = setrlimit(Resource::Nofile, limit.clone()) {
-                warn!("cannot raise the open-file limit: {err}");
-            }
+    if let Some(hard) = limit.maximum
+        && limit.current != Some(hard)
+    {
+        limit.current = Some(hard);
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
+            warn!("cannot raise the open-file limit: {err}");
         }
     }
     let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
@@ -233,7 +268,7 @@ fn first_sample(
 ) -> anyhow::Result<(Sampler, Box<dyn Tracker>, Shared)> {
     let began = Instant::now();
     let sample = sampler.sample(tracker.as_mut()).context("first sample")?;
-    let shared: Shared = Arc::new(ArcSwap::from_pointee(Published {
+    let shared: Shared = Arc::new(Store::new(Published {
         history: History::new(history),
         tracker: tracker.kind(),
         tracker_stats: TrackerStats::default(),

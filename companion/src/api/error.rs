@@ -14,6 +14,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("404 page not found")]
     NotFound,
+    /// No container matches a lookup (404).
+    #[error("{0}")]
+    NoSuchContainer(String),
+    /// An id prefix matches several containers (409).
+    #[error("{0}")]
+    Ambiguous(String),
     /// The v1.0 contract answers these with 500; kept for its clients.
     #[error(transparent)]
     Query(#[from] QueryError),
@@ -26,7 +32,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuchContainer(_) => StatusCode::NOT_FOUND,
+            ApiError::Ambiguous(_) => StatusCode::CONFLICT,
             ApiError::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

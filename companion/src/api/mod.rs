@@ -5,23 +5,36 @@ mod guard;
 mod health;
 pub mod server;
 pub mod v1;
+pub mod v2;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use axum::{Router, error_handling::HandleErrorLayer, http::StatusCode, middleware, routing::get};
+use arc_swap::ArcSwap;
+use axum::{
+    Router,
+    error_handling::HandleErrorLayer,
+    extract::{MatchedPath, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
-use tower_http::timeout::TimeoutLayer;
+use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 
 pub use error::ApiError;
 pub use guard::TokenAuth;
 
-use crate::sampler::Shared;
+use crate::{inventory::Inventory, metrics::HttpMetrics, sampler::Shared};
 
 /// What every handler can see.
 #[derive(Clone)]
 pub struct AppState {
     pub shared: Shared,
     pub sample_period: Duration,
+    pub inventory: Arc<ArcSwap<Inventory>>,
+    pub http_metrics: Arc<HttpMetrics>,
+    pub host: Arc<v2::Host>,
 }
 
 /// How requests are admitted.
@@ -33,12 +46,33 @@ pub struct Admission {
     pub request_timeout: Duration,
 }
 
+/// Every route. `tests::openapi_covers_every_route` keeps the OpenAPI document in step.
+pub const ROUTES: [&str; 8] = [
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/api/v1.0/{container}/processes",
+    "/api/v2/host",
+    "/api/v2/containers",
+    "/api/v2/containers/{id}",
+    "/api/v2/containers/{id}/processes",
+];
+
 pub fn router(state: AppState, admission: &Admission) -> Router {
+    let http_metrics = state.http_metrics.clone();
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(v2::metrics))
+        .route("/openapi.json", get(v2::openapi))
+        // The v1.0 container part holds slashes: the handler parses the whole path.
         .route("/api/v1.0/{*rest}", get(v1::processes))
+        .route("/api/v2/host", get(v2::host))
+        .route("/api/v2/containers", get(v2::containers))
+        .route("/api/v2/containers/{id}", get(v2::container))
+        .route("/api/v2/containers/{id}/processes", get(v2::processes))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
+        .layer(CompressionLayer::new().gzip(true).deflate(true))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             admission.request_timeout,
@@ -58,5 +92,92 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
         )),
         None => routes,
     };
-    routes.layer(middleware::from_fn(guard::request_shape))
+    routes
+        .layer(middleware::from_fn(guard::request_shape))
+        .layer(middleware::from_fn_with_state(http_metrics, count_requests))
+}
+
+/// Counts every answer by route template and status, rejections included.
+async fn count_requests(
+    State(metrics): State<Arc<HttpMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    metrics.count(&route, response.status().as_u16());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_is_valid_and_covers_every_route() {
+        let doc: openapiv3::OpenAPI = serde_json::from_str(v2::OPENAPI).expect("valid OpenAPI 3.0");
+        let mut documented: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        let mut routes = ROUTES.to_vec();
+        documented.sort_unstable();
+        routes.sort_unstable();
+        assert_eq!(documented, routes);
+        for (path, item) in &doc.paths.paths {
+            let item = item.as_item().expect("inline path item");
+            assert!(item.get.is_some(), "{path} documents GET");
+            let get = item.get.as_ref().unwrap();
+            assert!(
+                get.responses
+                    .responses
+                    .contains_key(&openapiv3::StatusCode::Code(200)),
+                "{path}"
+            );
+        }
+        for schema in [
+            "Status",
+            "Stat",
+            "Process",
+            "Snapshot",
+            "ContainerSummary",
+            "Host",
+            "Health",
+        ] {
+            assert!(
+                doc.components
+                    .as_ref()
+                    .unwrap()
+                    .schemas
+                    .contains_key(schema),
+                "{schema}"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_keys_match_what_is_served() {
+        let doc: serde_json::Value = serde_json::from_str(v2::OPENAPI).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let keys = |schema: &str| -> Vec<String> {
+            schemas[schema]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let served = |value: serde_json::Value| -> Vec<String> {
+            value.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(
+            keys("Stat"),
+            served(serde_json::to_value(crate::procfs::Stat::default()).unwrap())
+        );
+        assert_eq!(
+            keys("Status"),
+            served(serde_json::to_value(crate::procfs::Status::default()).unwrap())
+        );
+    }
 }

@@ -165,7 +165,7 @@ impl<'a> Btf<'a> {
             let raw = u32_at(self.types, member + 8)?;
             offset_bits += if kind_flag { raw & 0x00ff_ffff } else { raw };
         }
-        if offset_bits % 8 != 0 {
+        if !offset_bits.is_multiple_of(8) {
             return Err(missing());
         }
         Ok(offset_bits / 8)
@@ -192,13 +192,13 @@ mod tests {
             .unwrap();
         assert_eq!(runtime, se + in_se, "a nested path adds the offsets");
         assert!(
-            signal > 0 && signal % 8 == 0,
+            signal > 0 && signal.is_multiple_of(8),
             "a pointer is aligned: {signal}"
         );
         let sum = btf
             .member_offset("signal_struct", "sum_sched_runtime")
             .unwrap();
-        assert!(sum % 8 == 0);
+        assert!(sum.is_multiple_of(8));
         assert_eq!(
             btf.member_offset("task_struct", "no_such_member"),
             Err(BtfError::NoSuchMember("task_struct.no_such_member".into()))

@@ -1,5 +1,11 @@
 //! Which cgroup is "the container" of a process, and which hierarchy that is on this host.
 
+mod fs;
+mod identity;
+
+pub use fs::CgroupFs;
+pub use identity::Identity;
+
 use std::path::Path;
 
 use anyhow::Context;

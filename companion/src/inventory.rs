@@ -1,0 +1,184 @@
+//! Per-container figures, computed in the background after each sample: what
+//! `/api/v2/containers` lists and what `/metrics` exports. Requests and scrapes only read the
+//! latest result.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::{
+    cgroup::{CgroupFs, Identity},
+    history::ProcessSample,
+    metrics::{self, ProcessUse, SampleDurations},
+    sampler::{Published, Shared},
+};
+
+/// How long a container's memory limit is trusted before it is read again.
+const LIMIT_REFRESH: Duration = Duration::from_secs(10);
+
+/// One container as `/api/v2/containers` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContainerSummary {
+    /// The cgroup path: the name the v1.0 API takes.
+    pub path: Arc<str>,
+    #[serde(flatten)]
+    pub identity: Identity,
+    /// Processes the API lists for it.
+    pub processes: usize,
+    /// CPU used over the last sample interval, in percent of one core.
+    pub cpu_percent: f64,
+    /// CPU used since the service started following the container, in seconds.
+    pub cpu_seconds_total: f64,
+    /// Resident memory of its processes, in bytes.
+    pub rss_bytes: u64,
+    /// The cgroup's memory limit, when it has one.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// The latest background result.
+#[derive(Default)]
+pub struct Inventory {
+    /// Sorted by path.
+    pub containers: Vec<ContainerSummary>,
+    /// The sample-derived part of /metrics (OpenMetrics families, no `# EOF`).
+    pub metrics: String,
+}
+
+impl Inventory {
+    /// Containers whose id starts with `prefix`.
+    pub fn by_id_prefix(&self, prefix: &str) -> Vec<&ContainerSummary> {
+        self.containers
+            .iter()
+            .filter(|c| c.identity.matches_prefix(prefix))
+            .collect()
+    }
+}
+
+pub struct InventoryOptions {
+    pub cgroups: CgroupFs,
+    /// Processes exported as their own series (`--metrics-top-processes`).
+    pub top_processes: usize,
+    pub ticks_per_second: u64,
+}
+
+/// What carries over from one sample to the next.
+struct State {
+    options: InventoryOptions,
+    last_seq: Option<u64>,
+    last_taken: u64,
+    cpu_seconds: HashMap<Arc<str>, f64>,
+    limits: HashMap<Arc<str>, (Option<u64>, Instant)>,
+    durations: SampleDurations,
+}
+
+/// Recomputes the inventory after every sample, until the runtime stops.
+pub async fn run(shared: Shared, options: InventoryOptions, out: Arc<ArcSwap<Inventory>>) {
+    let mut state = State {
+        options,
+        last_seq: None,
+        last_taken: 0,
+        cpu_seconds: HashMap::new(),
+        limits: HashMap::new(),
+        durations: SampleDurations::default(),
+    };
+    loop {
+        let published = shared.load();
+        // Reading limits touches the file system: keep it off the async workers.
+        let computed = tokio::task::spawn_blocking(move || {
+            let inventory = state.update(&published);
+            (state, inventory)
+        })
+        .await;
+        match computed {
+            Ok((kept, inventory)) => {
+                state = kept;
+                out.store(Arc::new(inventory));
+            }
+            Err(err) => {
+                warn!("the inventory task failed: {err}");
+                return;
+            }
+        }
+        shared.next_sample().await;
+    }
+}
+
+impl State {
+    fn update(&mut self, published: &Published) -> Inventory {
+        let history = &published.history;
+        if published.sampling.samples_taken > self.last_taken {
+            self.durations
+                .observe(published.sampling.last_sample_seconds);
+            self.last_taken = published.sampling.samples_taken;
+        }
+        let tps = self.options.ticks_per_second as f64;
+        let mut containers = Vec::new();
+        let mut top: Vec<ProcessUse> = Vec::new();
+        if let Some(usage) = history.usage(self.last_seq) {
+            self.last_seq = Some(usage.newest.seq);
+            let now = Instant::now();
+            for container in &usage.containers {
+                let used = container.total_ticks as f64 / tps;
+                let total = self.cpu_seconds.entry(container.path.clone()).or_default();
+                *total += used;
+                let listed: Vec<&(&ProcessSample, u64)> = container
+                    .processes
+                    .iter()
+                    .filter(|(p, _)| p.listed())
+                    .collect();
+                if listed.is_empty() {
+                    continue;
+                }
+                let limit = match self.limits.get(&container.path) {
+                    Some((limit, read)) if now.duration_since(*read) < LIMIT_REFRESH => *limit,
+                    _ => {
+                        let limit = self.options.cgroups.memory_limit(&container.path);
+                        self.limits.insert(container.path.clone(), (limit, now));
+                        limit
+                    }
+                };
+                containers.push(ContainerSummary {
+                    path: container.path.clone(),
+                    identity: Identity::of(&container.path),
+                    processes: listed.len(),
+                    cpu_percent: 100.0 * used / usage.seconds.max(f64::EPSILON),
+                    cpu_seconds_total: *total,
+                    rss_bytes: listed.iter().map(|(p, _)| p.rss_kb() * 1024).sum(),
+                    memory_limit_bytes: limit,
+                });
+                if self.options.top_processes > 0 {
+                    top.extend(listed.iter().map(|(p, ticks)| ProcessUse {
+                        process: (*p).clone(),
+                        cores: *ticks as f64 / tps / usage.seconds.max(f64::EPSILON),
+                    }));
+                }
+            }
+            // Forget containers that are gone.
+            let present: std::collections::HashSet<&str> =
+                usage.containers.iter().map(|c| &*c.path).collect();
+            self.cpu_seconds.retain(|path, _| present.contains(&**path));
+            self.limits.retain(|path, _| present.contains(&**path));
+        } else {
+            self.last_seq = history.newest().map(|s| s.seq);
+        }
+        top.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+        top.truncate(self.options.top_processes);
+        let metrics = metrics::render_samples(published, &containers, &top, &self.durations);
+        Inventory {
+            containers,
+            metrics,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for JSON.
+pub fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

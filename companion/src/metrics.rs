@@ -1,0 +1,255 @@
+//! `/metrics` in OpenMetrics text: the service's own health, per-container figures and,
+//! opt-in, the top processes. Everything derived from samples is rendered in the background
+//! (see `inventory`); a scrape only appends the live HTTP counters.
+
+use std::fmt::Write as _;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{history::ProcessSample, inventory::ContainerSummary, sampler::Published};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerLabels {
+    container: String,
+    runtime: String,
+    id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    container: String,
+    pid: u32,
+    comm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrackerLabels {
+    tracker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+/// Durations of samples, kept across renders.
+#[derive(Clone)]
+pub struct SampleDurations(Histogram);
+
+impl Default for SampleDurations {
+    fn default() -> Self {
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        SampleDurations(Histogram::new(buckets))
+    }
+}
+
+impl SampleDurations {
+    pub fn observe(&self, seconds: f64) {
+        self.0.observe(seconds);
+    }
+}
+
+/// A process and the CPU it used over the last interval, in cores.
+pub struct ProcessUse {
+    pub process: ProcessSample,
+    pub cores: f64,
+}
+
+/// The sample-derived families.
+pub fn render_samples(
+    published: &Published,
+    containers: &[ContainerSummary],
+    top: &[ProcessUse],
+    durations: &SampleDurations,
+) -> String {
+    let mut registry = Registry::with_prefix("companion");
+    let stats = &published.tracker_stats;
+    let sampling = &published.sampling;
+
+    registry.register_with_unit(
+        "sample_duration",
+        "Time taken by one sample",
+        Unit::Seconds,
+        durations.0.clone(),
+    );
+    registry.register(
+        "samples",
+        "Samples taken",
+        ConstCounter::new(sampling.samples_taken),
+    );
+    registry.register(
+        "samples_slipped",
+        "Scheduled samples skipped because the previous one overran its period",
+        ConstCounter::new(sampling.samples_slipped),
+    );
+    registry.register(
+        "tracked_processes",
+        "Container processes in the newest sample",
+        ConstGauge::new(sampling.tracked_processes as i64),
+    );
+    registry.register(
+        "containers",
+        "Containers in the newest sample",
+        ConstGauge::new(sampling.containers as i64),
+    );
+    let tracker = Family::<TrackerLabels, Gauge>::default();
+    tracker
+        .get_or_create(&TrackerLabels {
+            tracker: published.tracker.to_string(),
+        })
+        .set(1);
+    registry.register("tracker", "The tracker in use (value 1)", tracker);
+    registry.register(
+        "degraded",
+        "1 when the service runs on its fallback tracker",
+        ConstGauge::new(i64::from(stats.degraded.is_some())),
+    );
+    registry.register(
+        "bpf_events_received",
+        "Kernel events applied to the tracked set",
+        ConstCounter::new(stats.events_received),
+    );
+    registry.register(
+        "bpf_events_lost",
+        "Kernel events lost (ring buffer or map full)",
+        ConstCounter::new(stats.events_lost),
+    );
+    registry.register(
+        "reconciliations",
+        "Full /proc scans that checked the tracked set",
+        ConstCounter::new(stats.reconciliations),
+    );
+    registry.register(
+        "reconciliation_repairs",
+        "Tracked-set entries those scans added, removed or moved",
+        ConstCounter::new(stats.repairs),
+    );
+
+    let processes = Family::<ContainerLabels, Gauge>::default();
+    let cpu = Family::<ContainerLabels, Counter<f64>>::default();
+    let rss = Family::<ContainerLabels, Gauge>::default();
+    let limit = Family::<ContainerLabels, Gauge>::default();
+    for container in containers {
+        let labels = ContainerLabels {
+            container: container.path.to_string(),
+            runtime: container.identity.runtime.unwrap_or("").to_owned(),
+            id: container.identity.id.clone().unwrap_or_default(),
+        };
+        processes
+            .get_or_create(&labels)
+            .set(container.processes as i64);
+        cpu.get_or_create(&labels)
+            .inc_by(container.cpu_seconds_total);
+        rss.get_or_create(&labels).set(container.rss_bytes as i64);
+        if let Some(bytes) = container.memory_limit_bytes {
+            limit.get_or_create(&labels).set(bytes as i64);
+        }
+    }
+    registry.register(
+        "container_processes",
+        "Processes listed for the container",
+        processes,
+    );
+    registry.register_with_unit(
+        "container_cpu",
+        "CPU used by the container's processes since the service follows it",
+        Unit::Seconds,
+        cpu,
+    );
+    registry.register_with_unit(
+        "container_memory_rss",
+        "Resident memory of the container's processes",
+        Unit::Bytes,
+        rss,
+    );
+    registry.register_with_unit(
+        "container_memory_limit",
+        "Memory limit of the container's cgroup (absent when unlimited)",
+        Unit::Bytes,
+        limit,
+    );
+
+    if !top.is_empty() {
+        let cores = Family::<ProcessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let rss = Family::<ProcessLabels, Gauge>::default();
+        for entry in top {
+            let labels = ProcessLabels {
+                container: entry.process.info.container.to_string(),
+                pid: entry.process.info.pid,
+                comm: entry.process.stat.comm.trim_matches(['(', ')']).to_owned(),
+            };
+            cores.get_or_create(&labels).set(entry.cores);
+            rss.get_or_create(&labels)
+                .set((entry.process.rss_kb() * 1024) as i64);
+        }
+        registry.register(
+            "process_cpu_cores",
+            "CPU of the busiest processes over the last interval, in cores (--metrics-top-processes)",
+            cores,
+        );
+        registry.register_with_unit(
+            "process_memory_rss",
+            "Resident memory of the busiest processes (--metrics-top-processes)",
+            Unit::Bytes,
+            rss,
+        );
+    }
+
+    let mut out = String::new();
+    if text::encode_registry(&mut out, &registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Counters updated by every request.
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("companion");
+        let requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            requests.clone(),
+        );
+        HttpMetrics { registry, requests }
+    }
+}
+
+impl HttpMetrics {
+    pub fn count(&self, route: &str, status: u16) {
+        self.requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// The whole exposition: the background part, the live counters, the end marker.
+    pub fn exposition(&self, from_samples: &str) -> String {
+        let mut out = String::with_capacity(from_samples.len() + 1024);
+        out.push_str(from_samples);
+        let _ = text::encode_registry(&mut out, &self.registry);
+        let _ = text::encode_eof(&mut out);
+        let _ = out.write_str("");
+        out
+    }
+}
