@@ -14,9 +14,15 @@ use crate::{cgroup::Naming, procfs::CmdlineMode};
     about = "Which processes run inside each container of this host, with their share of the \
              container's CPU: the cAdvisor-companion v1.0 API, served from an eBPF-tracked set.",
     after_help = "Example: companion --listen-ip 0.0.0.0 --port 8801\n\
-                  then: curl 'http://HOST:8801/api/v1.0/docker/<id>/processes?sort=cpu&limit=5'"
+                  then: curl 'http://HOST:8801/api/v1.0/docker/<id>/processes?sort=cpu&limit=5'\n\
+                  or:   companion ps <container id prefix> --sort cpu",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// Without a command, companion runs the service.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     #[command(flatten)]
     pub serve: ServeArgs,
 
@@ -24,6 +30,66 @@ pub struct Cli {
     /// (default `info`).
     #[arg(long, env = "COMPANION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print a `ps aux`-like table of a container's processes, from a running service.
+    Ps(PsArgs),
+    /// Like `ps`, refreshed until interrupted.
+    Top(TopArgs),
+}
+
+/// What `companion ps` asks a running service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PsArgs {
+    /// The container: a unique prefix of its id (as `docker ps` shows it) or its cgroup path
+    /// (starting with `/`).
+    pub container: String,
+
+    /// Order by CPU share or resident memory (descending); by PID when absent.
+    #[arg(long, value_enum)]
+    pub sort: Option<SortKey>,
+
+    /// Show only the first N processes (with --sort).
+    #[arg(long)]
+    pub limit: Option<u32>,
+
+    /// Window of the %CPU figures (e.g. 1s, 10s, 1m); rounded to whole sample periods.
+    #[arg(long, default_value = "1s", value_parser = parse_period)]
+    pub interval: Duration,
+
+    /// The service's address.
+    #[arg(long, env = "COMPANION_URL", default_value = "http://127.0.0.1:8801")]
+    pub url: String,
+
+    /// File holding the bearer token, when the service requires one.
+    #[arg(long, env = "COMPANION_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM certificate(s) to trust for an https URL signed by a private CA.
+    #[arg(long, env = "COMPANION_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub ps: PsArgs,
+
+    /// Time between refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_period)]
+    pub refresh: Duration,
+
+    /// Stop after this many refreshes (default: until interrupted).
+    #[arg(long)]
+    pub iterations: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    Cpu,
+    Mem,
 }
 
 #[derive(Debug, Clone, clap::Args)]

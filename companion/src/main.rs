@@ -1,14 +1,21 @@
 use clap::Parser;
 
-use companion::cli::{Cli, LogFormat};
+use companion::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match companion::service::run(cli.serve) {
+    let result = match cli.command {
+        None => companion::service::run(cli.serve).inspect_err(|err| {
+            // The service reports through its log; operators may only watch that.
+            tracing::error!("{err:#}");
+        }),
+        Some(Command::Ps(args)) => companion::client::ps(&args),
+        Some(Command::Top(args)) => companion::client::top(&args),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
             eprintln!("companion: {err:#}");
             std::process::ExitCode::FAILURE
         }
