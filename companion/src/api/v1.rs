@@ -312,4 +312,41 @@ mod tests {
         assert_eq!(json(100.0), "100");
         assert_eq!(json(12.5), "12.5");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn paths_never_panic(path in "\\PC{0,200}") {
+                let _ = container_of_path(&path);
+                let _ = container_of_path(&format!("{PREFIX}{path}{SUFFIX}"));
+            }
+
+            #[test]
+            fn queries_never_fail_but_for_sort(query in "\\PC{0,200}") {
+                if let Err(err) = Query::parse(Some(&query)) {
+                    prop_assert!(err.to_string().contains("sort"));
+                }
+            }
+
+            #[test]
+            fn container_paths_round_trip(segments in proptest::collection::vec("[a-zA-Z0-9_@:+-][a-zA-Z0-9_.@:+ -]{0,20}", 1..5)) {
+                let container = segments.join("/");
+                prop_assume!(!segments.iter().any(|s| s == "." || s == ".."));
+                let encoded: String = percent_encoding::utf8_percent_encode(&container, percent_encoding::CONTROLS)
+                    .to_string()
+                    .replace(' ', "%20");
+                let parsed = container_of_path(&format!("{PREFIX}{encoded}{SUFFIX}")).unwrap();
+                prop_assert_eq!(parsed, Some(format!("/{container}")));
+            }
+
+            #[test]
+            fn numbers_round_trip(count in 1i64..1000, interval in 1i64..1000, limit in 1i64..1000) {
+                let query = Query::parse(Some(&format!("count={count}&interval=+{interval}&sort=mem&limit={limit}"))).unwrap();
+                prop_assert_eq!(query, Query { count: count as usize, interval: interval as usize, sort: Sort::Mem, limit: Some(limit as usize) });
+            }
+        }
+    }
 }

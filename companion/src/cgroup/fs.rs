@@ -21,19 +21,21 @@ impl CgroupFs {
     /// Finds the hierarchies in /proc/self/mountinfo; a missing one means limits from it are
     /// unknown, not an error.
     pub fn discover() -> CgroupFs {
-        match ::procfs::process::Process::myself().and_then(|me| me.mountinfo()) {
-            Ok(mounts) => CgroupFs::from_mounts(mounts.into_iter().map(|m| {
-                (
-                    m.fs_type,
-                    m.mount_point,
-                    m.super_options.into_keys().collect(),
-                )
-            })),
+        match std::fs::read("/proc/self/mountinfo") {
+            Ok(text) => CgroupFs::from_mountinfo(&text),
             Err(err) => {
                 debug!("cannot read mountinfo, memory limits unknown: {err}");
                 CgroupFs::default()
             }
         }
+    }
+
+    /// From the text of a mountinfo file; unparsable lines are skipped.
+    pub fn from_mountinfo(text: &[u8]) -> CgroupFs {
+        CgroupFs::from_mounts(mounts(text).map(|m| {
+            let options = m.super_options.into_keys().collect();
+            (m.fs_type, m.mount_point, options)
+        }))
     }
 
     /// From (file system type, mount point, super options) of each mount.
@@ -70,6 +72,13 @@ impl CgroupFs {
             .flatten()
             .find_map(|file| read_limit(&file))
     }
+}
+
+/// The mounts of a mountinfo text, one per line that parses.
+pub fn mounts(text: &[u8]) -> impl Iterator<Item = ::procfs::process::MountInfo> + '_ {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .filter_map(|line| ::procfs::process::MountInfo::from_line(line).ok())
 }
 
 fn read_limit(file: &Path) -> Option<u64> {
@@ -122,5 +131,48 @@ mod tests {
     #[test]
     fn this_machine_has_cgroups() {
         assert_ne!(CgroupFs::discover(), CgroupFs::default());
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let text =
+            b"35 24 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:16 - cgroup cgroup rw,memory\n\
+garbage line\n\
+40 24 0:35 / /sys/fs/cgroup/unified rw,nosuid shared:21 - cgroup2 cgroup2 rw\n";
+        let fs = CgroupFs::from_mountinfo(text);
+        assert_eq!(
+            fs.memory_v1.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            fs.unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn mountinfo_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = CgroupFs::from_mountinfo(&bytes);
+            }
+
+            #[test]
+            fn mountinfo_like_lines_never_panic(
+                lines in proptest::collection::vec("[0-9]{1,3} [0-9]{1,3} [0-9]:[0-9]{1,2} [ -~]{0,60}", 0..10)
+            ) {
+                let _ = CgroupFs::from_mountinfo(lines.join("\n").as_bytes());
+            }
+
+            #[test]
+            fn mount_points_round_trip(point in "(/[a-z0-9_.-]{1,10}){1,4}") {
+                let line = format!("40 24 0:35 / {point} rw,nosuid shared:21 - cgroup2 cgroup2 rw\n");
+                let fs = CgroupFs::from_mountinfo(line.as_bytes());
+                prop_assert_eq!(fs.unified, Some(PathBuf::from(point)));
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 mod fs;
 mod identity;
 
-pub use fs::CgroupFs;
+pub use fs::{CgroupFs, mounts};
 pub use identity::Identity;
 
 use std::path::Path;

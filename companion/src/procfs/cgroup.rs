@@ -99,4 +99,30 @@ mod tests {
         let text = b"garbage\n1:cpu:/a:b:c\n";
         assert_eq!(container_of(text, Naming::Auto), Some(&b"/a:b:c"[..]));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                for naming in [Naming::Auto, Naming::V1Cpu, Naming::Unified] {
+                    let _ = container_of(&bytes, naming);
+                }
+            }
+
+            #[test]
+            fn round_trips(
+                path in "(/[a-zA-Z0-9_.:@+-]{1,20}){1,4}",
+                id in 1u32..20,
+                controllers in "(cpu|cpu,cpuacct|cpuacct,cpu)",
+            ) {
+                let text = format!("{}:cpuset:/other\n{id}:{controllers}:{path}\n0::/v2{path}\n", id + 1);
+                prop_assert_eq!(container_of(text.as_bytes(), Naming::Auto), Some(path.as_bytes()));
+                let v2 = format!("/v2{path}");
+                prop_assert_eq!(container_of(text.as_bytes(), Naming::Unified), Some(v2.as_bytes()));
+            }
+        }
+    }
 }

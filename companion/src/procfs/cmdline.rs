@@ -113,4 +113,27 @@ mod tests {
         assert!(text.chars().all(|c| c == 'é'));
         assert_eq!(text.len(), CMDLINE_LIMIT);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = parse_cmdline(&bytes);
+                let _ = render_cmdline(&bytes, CmdlineMode::Argv0);
+                let _ = has_cmdline(&bytes);
+            }
+
+            #[test]
+            fn round_trips(args in proptest::collection::vec("[^\\u{0}]{1,12}", 1..8)) {
+                let mut raw = args.join("\0").into_bytes();
+                raw.push(0);
+                prop_assert_eq!(parse_cmdline(&raw), args.join(" "));
+                prop_assert_eq!(render_cmdline(&raw, CmdlineMode::Argv0), args[0].clone());
+                prop_assert!(has_cmdline(&raw));
+            }
+        }
+    }
 }

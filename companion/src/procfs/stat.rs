@@ -14,6 +14,7 @@ macro_rules! stat_fields {
     ($($field:ident: $ty:ty),* $(,)?) => {
         /// The parsed stat line, serialised with the v1.0 keys and order.
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        #[cfg_attr(test, derive(serde::Deserialize))]
         pub struct Stat {
             pub pid: u64,
             /// The name with its parentheses, as v1.0 clients expect: `"(python)"`.
@@ -248,5 +249,74 @@ mod tests {
             Stat::parse(b"1 (a) S 1 1 1 1 1 -5"),
             Err(ParseError::StatField { field: "flags" })
         );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The kernel's rendering of a stat line, for round trips.
+        fn render(stat: &Stat, comm: &[u8]) -> Vec<u8> {
+            let mut line = format!("{} (", stat.pid).into_bytes();
+            line.extend_from_slice(comm);
+            line.extend_from_slice(format!(") {}", stat.state).as_bytes());
+            let value = serde_json::to_value(stat).unwrap();
+            for (key, value) in value.as_object().unwrap().iter().skip(3) {
+                let _ = key;
+                line.extend_from_slice(format!(" {value}").as_bytes());
+            }
+            line.push(b'\n');
+            line
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = Stat::parse(&bytes);
+            }
+
+            #[test]
+            fn never_panics_on_stat_like_lines(
+                pid in any::<u32>(),
+                comm in proptest::collection::vec(any::<u8>(), 0..20),
+                rest in "[ 0-9a-zA-Z()-]{0,200}",
+            ) {
+                let mut line = format!("{pid} (").into_bytes();
+                line.extend_from_slice(&comm);
+                line.extend_from_slice(b") ");
+                line.extend_from_slice(rest.as_bytes());
+                let _ = Stat::parse(&line);
+            }
+
+            #[test]
+            fn round_trips(
+                comm in "[^\u{0}]{0,16}",
+                state in "[RSDZTtXxKWPI]",
+                numbers in proptest::collection::vec(any::<i64>(), 49),
+            ) {
+                let mut value = serde_json::to_value(Stat::default()).unwrap();
+                let object = value.as_object_mut().unwrap();
+                let keys: Vec<String> = object.keys().skip(3).cloned().collect();
+                const SIGNED: [&str; 16] = [
+                    "ppid", "pgrp", "session", "tty_nr", "tpgid", "cutime", "cstime", "priority",
+                    "nice", "num_threads", "itrealvalue", "rss", "exit_signal", "processor",
+                    "cguest_time", "exit_code",
+                ];
+                let signed = |key: &str| SIGNED.contains(&key);
+                for (key, n) in keys.iter().zip(&numbers) {
+                    object[key.as_str()] = if signed(key) {
+                        serde_json::json!(n)
+                    } else {
+                        serde_json::json!(n.unsigned_abs())
+                    };
+                }
+                object["pid"] = serde_json::json!(numbers[0].unsigned_abs() >> 32);
+                object["comm"] = serde_json::json!(format!("({comm})"));
+                object["state"] = serde_json::json!(state);
+                let expected: Stat = serde_json::from_value(value).unwrap();
+                let parsed = Stat::parse(&render(&expected, comm.as_bytes())).unwrap();
+                prop_assert_eq!(parsed, expected);
+            }
+        }
     }
 }

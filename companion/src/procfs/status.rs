@@ -9,6 +9,7 @@ use super::{ParseError, lines, lossy};
 
 /// The status fields of the v1.0 contract, in its order, with its names.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize))]
 #[serde(rename_all = "PascalCase")]
 pub struct Status {
     /// The name as the file shows it (the kernel escapes newlines and backslashes).
@@ -364,6 +365,163 @@ nonvoluntary_ctxt_switches:\t88\n";
             (b"Seccomp:\t300\n", "Seccomp"),
         ] {
             assert_eq!(Status::parse(text), Err(ParseError::StatusField { key }));
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The kernel's rendering of a status file, for round trips.
+        fn render(s: &Status) -> String {
+            let words = |v: &[u32]| {
+                v.iter()
+                    .map(|w| format!("{w:08x}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let groups = s.groups.iter().map(|g| format!("{g} ")).collect::<String>();
+            format!(
+                "Name:\t{}\nUmask:\t0022\nState:\t{}\nTgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{}\n\
+                 TracerPid:\t{}\nUid:\t{}\t{}\t{}\t{}\nGid:\t{}\t{}\t{}\t{}\nFDSize:\t{}\nGroups:\t{}\n\
+                 VmPeak:\t{:8} kB\nVmSize:\t{:8} kB\nVmLck:\t{:8} kB\nVmPin:\t       0 kB\n\
+                 VmHWM:\t{:8} kB\nVmRSS:\t{:8} kB\nVmData:\t{:8} kB\nVmStk:\t{:8} kB\n\
+                 VmExe:\t{:8} kB\nVmLib:\t{:8} kB\nVmPTE:\t{:8} kB\nVmSwap:\t{:8} kB\n\
+                 Threads:\t{}\nSigQ:\t{}/{}\nSigPnd:\t{:016x}\nShdPnd:\t{:016x}\nSigBlk:\t{:016x}\n\
+                 SigIgn:\t{:016x}\nSigCgt:\t{:016x}\nCapInh:\t{:016x}\nCapPrm:\t{:016x}\n\
+                 CapEff:\t{:016x}\nCapBnd:\t{:016x}\nSeccomp:\t{}\nCpus_allowed:\t{}\n\
+                 Cpus_allowed_list:\t0-1\nMems_allowed:\t{}\nMems_allowed_list:\t0\n\
+                 voluntary_ctxt_switches:\t{}\nnonvoluntary_ctxt_switches:\t{}\n",
+                s.name,
+                s.state,
+                s.tgid,
+                s.pid,
+                s.ppid,
+                s.tracer_pid,
+                s.real_uid,
+                s.effective_uid,
+                s.saved_set_uid,
+                s.filesystem_uid,
+                s.real_gid,
+                s.effective_gid,
+                s.saved_set_gid,
+                s.filesystem_gid,
+                s.fd_size,
+                groups,
+                s.vm_peak,
+                s.vm_size,
+                s.vm_lck,
+                s.vm_hwm,
+                s.vm_rss,
+                s.vm_data,
+                s.vm_stk,
+                s.vm_exe,
+                s.vm_lib,
+                s.vm_pte,
+                s.vm_swap,
+                s.threads,
+                s.sigq_length,
+                s.sigq_limit,
+                s.sig_pnd,
+                s.shd_pnd,
+                s.sig_blk,
+                s.sig_ign,
+                s.sig_cgt,
+                s.cap_inh,
+                s.cap_prm,
+                s.cap_eff,
+                s.cap_bnd,
+                s.seccomp,
+                words(&s.cpus_allowed),
+                words(&s.mems_allowed),
+                s.voluntary_ctxt_switches,
+                s.nonvoluntary_ctxt_switches,
+            )
+        }
+
+        fn any_status() -> impl Strategy<Value = Status> {
+            (
+                (
+                    "[^\n\u{0}]{0,15}",
+                    "[RSDZT] \\([a-z]{1,9}\\)",
+                    proptest::collection::vec(any::<u64>(), 12),
+                ),
+                (any::<i64>(), proptest::collection::vec(any::<i64>(), 0..8)),
+                proptest::collection::vec(any::<u64>(), 24),
+                (
+                    any::<u8>(),
+                    proptest::collection::vec(any::<u32>(), 1..4),
+                    proptest::collection::vec(any::<u32>(), 1..3),
+                ),
+            )
+                .prop_map(
+                    |((name, state, ids), (ppid, groups), n, (seccomp, cpus, mems))| Status {
+                        name: name.trim_end().to_owned(),
+                        state,
+                        tgid: ids[0],
+                        pid: ids[1],
+                        ppid,
+                        tracer_pid: ids[2],
+                        real_uid: ids[3],
+                        effective_uid: ids[4],
+                        saved_set_uid: ids[5],
+                        filesystem_uid: ids[6],
+                        real_gid: ids[7],
+                        effective_gid: ids[8],
+                        saved_set_gid: ids[9],
+                        filesystem_gid: ids[10],
+                        fd_size: ids[11],
+                        groups,
+                        vm_peak: n[0],
+                        vm_size: n[1],
+                        vm_lck: n[2],
+                        vm_hwm: n[3],
+                        vm_rss: n[4],
+                        vm_data: n[5],
+                        vm_stk: n[6],
+                        vm_exe: n[7],
+                        vm_lib: n[8],
+                        vm_pte: n[9],
+                        vm_swap: n[10],
+                        threads: n[11],
+                        sigq_length: n[12],
+                        sigq_limit: n[13],
+                        sig_pnd: n[14],
+                        shd_pnd: n[15],
+                        sig_blk: n[16],
+                        sig_ign: n[17],
+                        sig_cgt: n[18],
+                        cap_inh: n[19],
+                        cap_prm: n[20],
+                        cap_eff: n[21],
+                        cap_bnd: n[22],
+                        seccomp,
+                        cpus_allowed: cpus,
+                        mems_allowed: mems,
+                        voluntary_ctxt_switches: n[23],
+                        nonvoluntary_ctxt_switches: n[0] / 3,
+                    },
+                )
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+                let _ = Status::parse(&bytes);
+            }
+
+            #[test]
+            fn never_panics_on_status_like_lines(
+                lines in proptest::collection::vec(("(Name|Uid|Gid|VmRSS|SigQ|Groups|Cpus_allowed|Seccomp|SigBlk|[A-Za-z_]{1,12})", "[\t 0-9a-fkB/,x-]{0,40}"), 0..30)
+            ) {
+                let text: String = lines.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+                let _ = Status::parse(text.as_bytes());
+            }
+
+            #[test]
+            fn round_trips(status in any_status()) {
+                prop_assert_eq!(Status::parse(render(&status).as_bytes()).unwrap(), status);
+            }
         }
     }
 }

@@ -256,4 +256,21 @@ mod tests {
         header.extend_from_slice(&[0xff; 16]);
         assert_eq!(Btf::parse(&header).err(), Some(BtfError::Truncated));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..512), magic in any::<bool>()) {
+                if magic && bytes.len() >= 2 {
+                    bytes[..2].copy_from_slice(&MAGIC.to_ne_bytes());
+                }
+                if let Ok(btf) = Btf::parse(&bytes) {
+                    let _ = btf.member_offset("task_struct", "se.sum_exec_runtime");
+                }
+            }
+        }
+    }
 }

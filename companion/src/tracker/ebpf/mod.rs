@@ -674,4 +674,16 @@ mod tests {
         };
         assert_eq!(Event::decode(&bytes(&unknown)), None);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
+                let _ = Event::decode(&bytes);
+            }
+        }
+    }
 }

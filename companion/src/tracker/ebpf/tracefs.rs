@@ -15,16 +15,10 @@ const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/traci
 /// Finds tracefs in /proc/self/mountinfo at one of the places aya attaches through, and mounts
 /// it at /sys/kernel/tracing when it is at neither.
 pub fn ensure_mounted() -> anyhow::Result<PathBuf> {
-    let mounts = ::procfs::process::Process::myself()
-        .and_then(|me| me.mountinfo())
-        .context("reading /proc/self/mountinfo")?;
-    for point in MOUNT_POINTS {
-        if mounts
-            .iter()
-            .any(|m| m.fs_type == "tracefs" && m.mount_point == Path::new(point))
-        {
-            return Ok(PathBuf::from(point));
-        }
+    let mountinfo =
+        std::fs::read("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    if let Some(point) = mounted_at(&mountinfo) {
+        return Ok(point);
     }
     let target = MOUNT_POINTS[0];
     rustix::mount::mount(
@@ -37,6 +31,18 @@ pub fn ensure_mounted() -> anyhow::Result<PathBuf> {
     .with_context(|| format!("tracefs is not mounted and mounting it at {target} failed"))?;
     info!(target, "mounted tracefs");
     Ok(PathBuf::from(target))
+}
+
+/// Where tracefs is mounted among the places aya attaches through, from a mountinfo text.
+pub fn mounted_at(mountinfo: &[u8]) -> Option<PathBuf> {
+    let tracefs: Vec<PathBuf> = crate::cgroup::mounts(mountinfo)
+        .filter(|m| m.fs_type == "tracefs")
+        .map(|m| m.mount_point)
+        .collect();
+    MOUNT_POINTS
+        .iter()
+        .map(PathBuf::from)
+        .find(|point| tracefs.contains(point))
 }
 
 /// One field of a tracepoint record.
@@ -125,6 +131,19 @@ mod tests {
 print fmt: \"comm=%s pid=%d\", REC->comm, REC->pid\n";
 
     #[test]
+    fn finds_tracefs_where_aya_looks() {
+        let debugfs_only = b"30 20 0:12 / /sys/kernel/debug rw - debugfs debugfs rw\n\
+31 30 0:13 / /sys/kernel/debug/tracing rw - tracefs tracefs rw\n";
+        assert_eq!(
+            mounted_at(debugfs_only),
+            Some(PathBuf::from("/sys/kernel/debug/tracing"))
+        );
+        let elsewhere = b"31 30 0:13 / /mnt/trace rw - tracefs tracefs rw\n";
+        assert_eq!(mounted_at(elsewhere), None);
+        assert_eq!(mounted_at(b""), None);
+    }
+
+    #[test]
     fn fields_with_offsets_and_sizes() {
         let format = Format::parse(EXIT);
         assert_eq!(
@@ -189,5 +208,31 @@ print fmt: \"comm=%s pid=%d\", REC->comm, REC->pid\n";
             .unwrap()
             .require("pid", 4)
             .unwrap();
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let _ = Format::parse(&bytes);
+            }
+
+            #[test]
+            fn round_trips(fields in proptest::collection::btree_map("[a-z_]{1,12}", (0u32..4096, 1u32..64), 1..10)) {
+                let text: String = fields
+                    .iter()
+                    .map(|(name, (offset, size))| {
+                        format!("\tfield:int {name};\toffset:{offset};\tsize:{size};\tsigned:1;\n")
+                    })
+                    .collect();
+                let format = Format::parse(text.as_bytes());
+                for (name, (offset, size)) in &fields {
+                    prop_assert_eq!(format.require(name, *size).unwrap(), Field { offset: *offset, size: *size });
+                }
+            }
+        }
     }
 }
