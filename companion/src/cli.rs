@@ -38,6 +38,25 @@ pub enum Command {
     Ps(PsArgs),
     /// Like `ps`, refreshed until interrupted.
     Top(TopArgs),
+    /// Ask a running service whether it is healthy (for container health checks): prints its
+    /// /healthz answer, exits 0 when healthy.
+    Health(ServiceArgs),
+}
+
+/// How a client command reaches the service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// The service's address.
+    #[arg(long, env = "COMPANION_URL", default_value = "http://127.0.0.1:8801")]
+    pub url: String,
+
+    /// File holding the bearer token, when the service requires one.
+    #[arg(long, env = "COMPANION_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM certificate(s) to trust for an https URL signed by a private CA.
+    #[arg(long, env = "COMPANION_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// What `companion ps` asks a running service.
@@ -59,17 +78,8 @@ pub struct PsArgs {
     #[arg(long, default_value = "1s", value_parser = parse_period)]
     pub interval: Duration,
 
-    /// The service's address.
-    #[arg(long, env = "COMPANION_URL", default_value = "http://127.0.0.1:8801")]
-    pub url: String,
-
-    /// File holding the bearer token, when the service requires one.
-    #[arg(long, env = "COMPANION_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-
-    /// PEM certificate(s) to trust for an https URL signed by a private CA.
-    #[arg(long, env = "COMPANION_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub service: ServiceArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, io::Write as _, time::Duration};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::cli::{PsArgs, SortKey, TopArgs};
+use crate::cli::{PsArgs, ServiceArgs, SortKey, TopArgs};
 
 /// The fields of `/api/v2/host` the table needs.
 #[derive(Debug, Deserialize)]
@@ -73,7 +73,7 @@ struct Service {
 }
 
 impl Service {
-    fn new(args: &PsArgs) -> anyhow::Result<Service> {
+    fn new(args: &ServiceArgs) -> anyhow::Result<Service> {
         let token = match &args.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -106,28 +106,34 @@ impl Service {
         })
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
+    /// The status and body of `GET path`.
+    fn fetch(&self, path: &str) -> anyhow::Result<(u16, String)> {
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.get(&url);
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         let mut response = request.call().with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.body_mut().read_to_string().unwrap_or_default();
-            bail!("GET {url}: {status}: {}", body.trim());
-        }
-        response
+        let body = response
             .body_mut()
-            .read_json()
-            .with_context(|| format!("GET {url}: unexpected answer"))
+            .read_to_string()
+            .with_context(|| format!("GET {url}: reading the answer"))?;
+        Ok((response.status().as_u16(), body))
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
+        let (status, body) = self.fetch(path)?;
+        if !(200..300).contains(&status) {
+            bail!("GET {}{path}: {status}: {}", self.base, body.trim());
+        }
+        serde_json::from_str(&body)
+            .with_context(|| format!("GET {}{path}: unexpected answer", self.base))
     }
 }
 
 /// `companion ps`.
 pub fn ps(args: &PsArgs) -> anyhow::Result<()> {
-    let service = Service::new(args)?;
+    let service = Service::new(&args.service)?;
     let table = render(&service, args)?;
     std::io::stdout().write_all(table.as_bytes())?;
     Ok(())
@@ -135,7 +141,7 @@ pub fn ps(args: &PsArgs) -> anyhow::Result<()> {
 
 /// `companion top`.
 pub fn top(args: &TopArgs) -> anyhow::Result<()> {
-    let service = Service::new(&args.ps)?;
+    let service = Service::new(&args.ps.service)?;
     let mut shown = 0;
     loop {
         let table = render(&service, &args.ps)?;
@@ -148,6 +154,16 @@ pub fn top(args: &TopArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(args.refresh);
     }
+}
+
+/// `companion health`.
+pub fn health(args: &ServiceArgs) -> anyhow::Result<()> {
+    let (status, body) = Service::new(args)?.fetch("/healthz")?;
+    println!("{}", body.trim());
+    if status != 200 {
+        bail!("unhealthy: {status}");
+    }
+    Ok(())
 }
 
 fn render(service: &Service, args: &PsArgs) -> anyhow::Result<String> {

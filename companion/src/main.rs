@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
         }),
         Some(Command::Ps(args)) => companion::client::ps(&args),
         Some(Command::Top(args)) => companion::client::top(&args),
+        Some(Command::Health(args)) => companion::client::health(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ use crate::{
         self, Admission, AppState, TokenAuth,
         server::{self, ServerOptions},
     },
-    cgroup::{CgroupFs, Hierarchy},
+    cgroup::{self, CgroupFs, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
     history::History,
     inventory::{self, Inventory, InventoryOptions},
@@ -46,6 +46,9 @@ const DESCRIPTOR_RESERVE: u64 = 2048;
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let root = ProcRoot::new(proc_root(&args));
     check_proc_root(&root)?;
+    if cgroup::join_host_namespace(root.path())? {
+        info!("joined the host's cgroup namespace, to read containers by their host names");
+    }
     let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
     let (admission, server_options) = http_options(&args.http)?;
     let tracker = choose_tracker(&args, &root, hierarchy)?;

@@ -11,6 +11,46 @@ use std::path::Path;
 use anyhow::Context;
 use procfs::FromRead;
 
+/// Joins the host's cgroup namespace (that of kthreadd, pid 2 of the proc root: kernel threads
+/// live in the initial namespaces; else pid 1) when this process runs in another one, as in a
+/// container with a private cgroup namespace.
+///
+/// The paths in /proc/PID/cgroup are relative to the *reader's* cgroup namespace: from inside a
+/// container, other containers' processes read `/../<their cgroup>`. After joining, they read
+/// the host's names, the same the kernel reports in cgroup events. Returns whether it joined.
+pub fn join_host_namespace(proc_root: &Path) -> anyhow::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let kthreadd = std::fs::read(proc_root.join("2/comm")).is_ok_and(|comm| comm == b"kthreadd\n");
+    let host = proc_root.join(if kthreadd {
+        "2/ns/cgroup"
+    } else {
+        "1/ns/cgroup"
+    });
+    let (Ok(ours), Ok(theirs)) = (
+        std::fs::metadata("/proc/self/ns/cgroup"),
+        std::fs::metadata(&host),
+    ) else {
+        // No namespaces to compare (a fake proc root, an old kernel): nothing to do.
+        return Ok(false);
+    };
+    if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
+        return Ok(false);
+    }
+    let namespace =
+        std::fs::File::open(&host).with_context(|| format!("opening {}", host.display()))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&namespace),
+        Some(rustix::thread::LinkNameSpaceType::ControlGroup),
+    )
+    .with_context(|| {
+        format!(
+            "joining the host's cgroup namespace ({}) needs CAP_SYS_ADMIN",
+            host.display()
+        )
+    })?;
+    Ok(true)
+}
+
 /// How a process's container is named (flag `--cgroup-hierarchy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
