@@ -4,8 +4,8 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
@@ -46,11 +46,30 @@ pub struct ContainerSummary {
 pub struct Inventory {
     /// Sorted by path.
     pub containers: Vec<ContainerSummary>,
-    /// The sample-derived part of /metrics (OpenMetrics families, no `# EOF`).
-    pub metrics: String,
+    /// What /metrics renders; `None` before the first sample.
+    exported: Option<Exported>,
+    /// The rendering, made by the first scrape after a sample and reused until the next one.
+    metrics: OnceLock<String>,
+}
+
+/// The figures /metrics needs beyond the container summaries.
+struct Exported {
+    published: Arc<Published>,
+    top: Vec<ProcessUse>,
+    durations: SampleDurations,
 }
 
 impl Inventory {
+    /// The sample-derived part of /metrics (OpenMetrics families, no `# EOF`).
+    pub fn metrics(&self) -> &str {
+        self.metrics.get_or_init(|| match &self.exported {
+            Some(e) => {
+                metrics::render_samples(&e.published, &self.containers, &e.top, &e.durations)
+            }
+            None => String::new(),
+        })
+    }
+
     /// Containers whose id starts with `prefix`.
     pub fn by_id_prefix(&self, prefix: &str) -> Vec<&ContainerSummary> {
         self.containers
@@ -74,6 +93,7 @@ struct State {
     last_taken: u64,
     cpu_seconds: HashMap<Arc<str>, f64>,
     limits: HashMap<Arc<str>, (Option<u64>, Instant)>,
+    identities: HashMap<Arc<str>, Identity>,
     durations: SampleDurations,
 }
 
@@ -85,13 +105,14 @@ pub async fn run(shared: Shared, options: InventoryOptions, out: Arc<ArcSwap<Inv
         last_taken: 0,
         cpu_seconds: HashMap::new(),
         limits: HashMap::new(),
+        identities: HashMap::new(),
         durations: SampleDurations::default(),
     };
     loop {
         let published = shared.load();
         // Reading limits touches the file system: keep it off the async workers.
         let computed = tokio::task::spawn_blocking(move || {
-            let inventory = state.update(&published);
+            let inventory = state.update(published);
             (state, inventory)
         })
         .await;
@@ -110,7 +131,7 @@ pub async fn run(shared: Shared, options: InventoryOptions, out: Arc<ArcSwap<Inv
 }
 
 impl State {
-    fn update(&mut self, published: &Published) -> Inventory {
+    fn update(&mut self, published: Arc<Published>) -> Inventory {
         let history = &published.history;
         if published.sampling.samples_taken > self.last_taken {
             self.durations
@@ -145,7 +166,11 @@ impl State {
                 };
                 containers.push(ContainerSummary {
                     path: container.path.clone(),
-                    identity: Identity::of(&container.path),
+                    identity: self
+                        .identities
+                        .entry(container.path.clone())
+                        .or_insert_with(|| Identity::of(&container.path))
+                        .clone(),
                     processes: listed.len(),
                     cpu_percent: 100.0 * used / usage.seconds.max(f64::EPSILON),
                     cpu_seconds_total: *total,
@@ -164,21 +189,20 @@ impl State {
                 usage.containers.iter().map(|c| &*c.path).collect();
             self.cpu_seconds.retain(|path, _| present.contains(&**path));
             self.limits.retain(|path, _| present.contains(&**path));
+            self.identities.retain(|path, _| present.contains(&**path));
         } else {
             self.last_seq = history.newest().map(|s| s.seq);
         }
         top.sort_by(|a, b| b.cores.total_cmp(&a.cores));
         top.truncate(self.options.top_processes);
-        let metrics = metrics::render_samples(published, &containers, &top, &self.durations);
         Inventory {
             containers,
-            metrics,
+            exported: Some(Exported {
+                published: published.clone(),
+                top,
+                durations: self.durations.snapshot(),
+            }),
+            metrics: OnceLock::new(),
         }
     }
-}
-
-/// Seconds since the Unix epoch, for JSON.
-pub fn unix_seconds(time: SystemTime) -> f64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

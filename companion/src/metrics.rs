@@ -59,6 +59,11 @@ impl SampleDurations {
     pub fn observe(&self, seconds: f64) {
         self.0.observe(seconds);
     }
+
+    /// The histogram as it is now (it shares its counts with `self`, which only grow).
+    pub fn snapshot(&self) -> SampleDurations {
+        self.clone()
+    }
 }
 
 /// A process and the CPU it used over the last interval, in cores.
