@@ -83,13 +83,13 @@ fn emit(kind: u32, pid: u32, parent: u32, flags: u32, cpu_ns: u64) {
 }
 
 fn track(tgid: u32) {
-    if TRACKED.insert(&tgid, &0, 0).is_err() {
+    if TRACKED.insert(tgid, 0, 0).is_err() {
         count(COUNTER_MAP_FULL);
     }
 }
 
 fn is_tracked(tgid: u32) -> bool {
-    TRACKED.get_ptr(&tgid).is_some()
+    TRACKED.get_ptr(tgid).is_some()
 }
 
 fn read_field<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
@@ -152,7 +152,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if !whole_process_gone {
         return 0;
     }
-    let _ = TRACKED.remove(&tgid);
+    let _ = TRACKED.remove(tgid);
     match exit_cpu_ns() {
         Some(cpu_ns) => emit(EVENT_EXIT, tgid, 0, FLAG_CPU_KNOWN, cpu_ns),
         None => emit(EVENT_EXIT, tgid, 0, 0, 0),
@@ -202,7 +202,7 @@ fn try_cgroup_attach_task(ctx: &TracePointContext) -> Option<()> {
     if level > 0 {
         track(pid);
     } else {
-        let _ = TRACKED.remove(&pid);
+        let _ = TRACKED.remove(pid);
     }
 
     let Some(mut entry) = EVENTS.reserve::<AttachEvent>(0) else {
