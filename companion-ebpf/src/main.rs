@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
 //! Kernel programs that keep companion's set of container processes up to date.
 //!
 //! The set itself lives in the `TRACKED` map (tgid → 0), so that the kernel side can tell
