@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod history;
 pub mod inventory;
+pub mod memory;
 pub mod metrics;
 pub mod privileges;
 pub mod procfs;

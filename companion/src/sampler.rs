@@ -500,6 +500,9 @@ fn invalid(err: ParseError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
+/// Samples between two returns of freed memory to the system (see [`crate::memory`]).
+const TRIM_EVERY: u32 = 16;
+
 /// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at
 /// start + n × period) until `stop` is raised. A sample that overruns makes the schedule skip
 /// the ticks it covered; they are counted as slipped.
@@ -512,6 +515,7 @@ pub fn run(
 ) {
     let start = Instant::now();
     let mut tick: u32 = 1;
+    let mut taken: u32 = 0;
     while tracker.wait_until(start + period * tick, &stop) {
         let began = Instant::now();
         let sample = sampler.sample(tracker.as_mut());
@@ -528,6 +532,10 @@ pub fn run(
         match sample {
             Ok(sample) => publish(&shared, &sampler, tracker.as_ref(), sample, took, slipped),
             Err(err) => warn!("sample failed: {err:#}"),
+        }
+        taken += 1;
+        if taken.is_multiple_of(TRIM_EVERY) {
+            crate::memory::release_freed();
         }
         tick = next;
     }

@@ -18,8 +18,9 @@ use tracing::{debug, info, warn};
 
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time given to requests in flight at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Time given to requests in flight at shutdown. Answers come from memory in milliseconds; what
+/// is still open after this is a client that stalled (mid-headers, or not reading).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Largest request head (request line and headers) buffered for one connection.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 

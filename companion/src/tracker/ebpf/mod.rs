@@ -73,8 +73,8 @@ pub struct EbpfTracker {
     /// Exits drained since the last refresh, and those the last refresh published.
     pending_exits: Vec<Exit>,
     exits: Vec<Exit>,
-    /// Pids touched by events since it was last cleared (used while a scan runs).
-    touched: HashSet<Pid>,
+    /// While a reconciliation scans /proc: the pids events touched meanwhile.
+    touched: Option<HashSet<Pid>>,
     stats: TrackerStats,
     /// Lost + map-full counts already answered by a reconciliation.
     losses_seen: u64,
@@ -126,7 +126,9 @@ impl EbpfTracker {
                 .with_context(|| format!("attaching to {category}/{name}"))?;
         }
 
-        release_freed_memory();
+        // aya's loader parsed the kernel's whole BTF (some 15 MB of heap) though the programs
+        // do not use it.
+        crate::memory::release_freed();
 
         let poll = Poll::new().context("creating a poller")?;
         poll.registry()
@@ -149,7 +151,7 @@ impl EbpfTracker {
             processes: Processes::new(),
             pending_exits: Vec::new(),
             exits: Vec::new(),
-            touched: HashSet::new(),
+            touched: None,
             stats: TrackerStats::default(),
             losses_seen: 0,
             next_reconcile: Instant::now() + options.reconcile_every,
@@ -194,7 +196,7 @@ impl EbpfTracker {
     fn apply(&mut self, event: Event) {
         match event {
             Event::Fork { pid, parent } => {
-                self.touched.insert(pid);
+                self.touch(pid);
                 let container = match self.processes.get(&parent) {
                     Some(parent) => parent.container.clone(),
                     // The parent is unknown here (its own event was lost): ask /proc.
@@ -213,7 +215,7 @@ impl EbpfTracker {
                 );
             }
             Event::ForkIntoCgroup { pid } => {
-                self.touched.insert(pid);
+                self.touch(pid);
                 match self.container_from_proc(pid) {
                     Some(container) => {
                         self.processes.insert(
@@ -236,7 +238,7 @@ impl EbpfTracker {
                 }
             }
             Event::Exit { pid, cpu_ns } => {
-                self.touched.insert(pid);
+                self.touch(pid);
                 if let Some(tracked) = self.processes.remove(&pid) {
                     self.pending_exits.push(Exit {
                         pid,
@@ -246,7 +248,7 @@ impl EbpfTracker {
                 }
             }
             Event::Attach { pid, level, path } => {
-                self.touched.insert(pid);
+                self.touch(pid);
                 if level == 0 {
                     self.processes.remove(&pid);
                     return;
@@ -273,6 +275,12 @@ impl EbpfTracker {
                     },
                 );
             }
+        }
+    }
+
+    fn touch(&mut self, pid: Pid) {
+        if let Some(touched) = &mut self.touched {
+            touched.insert(pid);
         }
     }
 
@@ -309,7 +317,7 @@ impl EbpfTracker {
     /// are newer than what the scan read, so their processes keep the state the events give.
     fn reconcile(&mut self, pass: Pass) -> anyhow::Result<()> {
         self.drain();
-        self.touched.clear();
+        self.touched = Some(HashSet::new());
         let mut truth = Processes::new();
         {
             let kernel_set = &mut self.kernel_set;
@@ -326,10 +334,11 @@ impl EbpfTracker {
             )?;
         }
         self.drain();
+        let touched = self.touched.take().unwrap_or_default();
 
         let mut repairs = 0u64;
         for (&pid, found) in &truth {
-            if self.touched.contains(&pid) {
+            if touched.contains(&pid) {
                 continue;
             }
             match self.processes.get_mut(&pid) {
@@ -350,7 +359,7 @@ impl EbpfTracker {
         let stale: Vec<Pid> = self
             .processes
             .keys()
-            .filter(|pid| !truth.contains_key(pid) && !self.touched.contains(pid))
+            .filter(|pid| !truth.contains_key(pid) && !touched.contains(pid))
             .copied()
             .collect();
         for pid in stale {
@@ -368,7 +377,6 @@ impl EbpfTracker {
         for pid in extra {
             let _ = self.kernel_set.remove(&pid);
         }
-        self.touched.clear();
         self.names.prune();
         self.next_reconcile = Instant::now() + self.reconcile_every;
         if pass == Pass::Seed {
@@ -569,16 +577,6 @@ fn exit_cpu_offsets() -> anyhow::Result<(u32, u32, u32)> {
         btf.member_offset("signal_struct", "sum_sched_runtime")?,
         btf.member_offset("task_struct", "se.sum_exec_runtime")?,
     ))
-}
-
-/// aya's loader parses the kernel's whole BTF (some 15 MB of heap) even for programs that do not
-/// use it; the allocator keeps that memory after it is freed unless asked to give it back.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Entries of the kernel-side set: room for every pid up to `pid_max`, within bounds.
