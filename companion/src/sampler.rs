@@ -567,3 +567,289 @@ pub fn publish(
         sampling,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::Path};
+
+    use super::*;
+    use crate::tracker::{Exit, Processes};
+
+    /// A tracker that returns what the test says.
+    #[derive(Default)]
+    struct Given {
+        processes: Processes,
+        exits: Vec<Exit>,
+    }
+
+    impl Tracker for Given {
+        fn kind(&self) -> TrackerKind {
+            TrackerKind::Procfs
+        }
+        fn refresh(&mut self) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn processes(&self) -> &Processes {
+            &self.processes
+        }
+        fn exits(&self) -> &[Exit] {
+            &self.exits
+        }
+        fn wait_until(&mut self, _: Instant, _: &Stop) -> bool {
+            false
+        }
+        fn stats(&self) -> TrackerStats {
+            TrackerStats::default()
+        }
+    }
+
+    const C: &str = "/docker/c";
+
+    fn stat_text(pid: u32, utime: u64, starttime: u64) -> String {
+        format!(
+            "{pid} (app) S 1 {pid} {pid} 0 -1 4194304 100 0 0 0 {utime} 2 0 0 20 0 1 0 {starttime} \
+             1000 50 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 \
+             500 600 0 0 0\n"
+        )
+    }
+
+    fn status_text(pid: u32, rss: u64, switches: u64) -> String {
+        format!(
+            "Name:\tapp\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nPPid:\t1\nVmRSS:\t{rss} kB\n\
+             voluntary_ctxt_switches:\t{switches}\nnonvoluntary_ctxt_switches:\t0\n"
+        )
+    }
+
+    struct FakeRoot {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeRoot {
+        fn new() -> FakeRoot {
+            FakeRoot {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn write(&self, pid: u32, name: &str, text: &str) {
+            let dir = self.dir.path().join(pid.to_string());
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(name), text).unwrap();
+        }
+
+        fn process(&self, pid: u32, utime: u64, starttime: u64, cmdline: &str) {
+            self.write(pid, "stat", &stat_text(pid, utime, starttime));
+            self.write(pid, "status", &status_text(pid, 100, 5));
+            self.write(pid, "cmdline", cmdline);
+            self.write(pid, "cgroup", &format!("1:cpu:{C}\n0::/\n"));
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+
+        fn sampler(&self, descriptor_budget: usize) -> Sampler {
+            Sampler::new(SamplerOptions {
+                root: ProcRoot::new(self.path()),
+                naming: Naming::V1Cpu,
+                descriptor_budget,
+                cmdline: CmdlineMode::Full,
+            })
+        }
+    }
+
+    fn tracking(pids: &[u32], verified: bool) -> Given {
+        let container: Arc<str> = C.into();
+        Given {
+            processes: pids
+                .iter()
+                .map(|&pid| {
+                    (
+                        pid,
+                        Tracked {
+                            container: container.clone(),
+                            execs: 0,
+                            verified,
+                        },
+                    )
+                })
+                .collect(),
+            exits: Vec::new(),
+        }
+    }
+
+    fn pids(sample: &Sample) -> Vec<u32> {
+        sample.processes().iter().map(|p| p.info.pid).collect()
+    }
+
+    #[test]
+    fn unchanged_files_share_one_parsed_value_across_samples() {
+        let root = FakeRoot::new();
+        root.process(10, 5, 100, "app\0--serve\0");
+        let mut tracker = tracking(&[10], true);
+        let mut sampler = root.sampler(100);
+        let first = sampler.sample(&mut tracker).unwrap();
+        let second = sampler.sample(&mut tracker).unwrap();
+        let (a, b) = (&first.processes()[0], &second.processes()[0]);
+        assert!(
+            Arc::ptr_eq(&a.stat, &b.stat),
+            "same text: the parsed stat is shared"
+        );
+        assert!(Arc::ptr_eq(
+            a.status.as_ref().unwrap(),
+            b.status.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(&a.info, &b.info));
+        assert_eq!(&*a.info.cmdline, "app --serve");
+
+        // A changed file gives a new value, read through the descriptor kept open.
+        root.write(10, "stat", &stat_text(10, 9, 100));
+        let third = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(third.processes()[0].stat.utime, 9);
+        assert!(!Arc::ptr_eq(
+            &second.processes()[0].stat,
+            &third.processes()[0].stat
+        ));
+        assert_eq!(sampler.open_descriptors(), 1);
+    }
+
+    /// The proof behind not re-reading command lines: a process that did not run since the last
+    /// sample (same CPU time and context switches) and did not exec keeps its command line; as
+    /// soon as it ran, or an exec is reported, the file is read again.
+    #[test]
+    fn cmdline_is_read_again_only_when_the_process_may_have_changed_it() {
+        let root = FakeRoot::new();
+        root.process(10, 5, 100, "old\0");
+        let mut tracker = tracking(&[10], true);
+        let mut sampler = root.sampler(100);
+        sampler.sample(&mut tracker).unwrap();
+
+        // A file that changed behind an idle process's back (only a remote write could) is not
+        // read: the process did not run.
+        root.write(10, "cmdline", "new\0");
+        let idle = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(&*idle.processes()[0].info.cmdline, "old");
+
+        // It ran (one more voluntary context switch): read again.
+        root.write(10, "status", &status_text(10, 100, 6));
+        let ran = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(&*ran.processes()[0].info.cmdline, "new");
+
+        // An exec reported by the tracker: read again even without other change.
+        root.write(10, "cmdline", "execd\0");
+        tracker.processes.get_mut(&10).unwrap().execs += 1;
+        let execd = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(&*execd.processes()[0].info.cmdline, "execd");
+    }
+
+    #[test]
+    fn reused_pid_without_descriptors_is_a_new_process() {
+        let root = FakeRoot::new();
+        root.process(10, 50, 100, "first\0");
+        let mut tracker = tracking(&[10], true);
+        // No descriptor budget: files are opened by path every time.
+        let mut sampler = root.sampler(0);
+        sampler.sample(&mut tracker).unwrap();
+        root.process(10, 3, 900, "second\0");
+        let sample = sampler.sample(&mut tracker).unwrap();
+        let now = &sample.processes()[0];
+        assert_eq!((now.info.starttime, &*now.info.cmdline), (900, "second"));
+        let departed = sample.departed(C);
+        assert_eq!(departed.len(), 1);
+        assert_eq!(
+            (departed[0].info.starttime, departed[0].cpu_ticks),
+            (100, 52)
+        );
+    }
+
+    #[test]
+    fn vanished_and_malformed_processes_are_skipped_not_fatal() {
+        let root = FakeRoot::new();
+        for pid in [10, 11, 12] {
+            root.process(pid, 1, 100, "app\0");
+        }
+        root.write(11, "stat", "11 no name here\n");
+        let mut tracker = tracking(&[10, 11, 12, 13], true);
+        // Read by path: a fake root's files stay readable through open descriptors after removal
+        // (real /proc answers ESRCH there, which the end-to-end tests cover).
+        let mut sampler = root.sampler(0);
+        let sample = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(
+            pids(&sample),
+            [10, 12],
+            "11 is malformed, 13 does not exist"
+        );
+
+        // 12 vanishes between samples (its files are gone): it departs, 10 stays.
+        fs::remove_dir_all(root.path().join("12")).unwrap();
+        let sample = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(pids(&sample), [10]);
+        assert_eq!(
+            sample
+                .departed(C)
+                .iter()
+                .map(|d| d.info.pid)
+                .collect::<Vec<_>>(),
+            [12]
+        );
+    }
+
+    #[test]
+    fn status_unreadable_leaves_the_process_listed_with_zeros() {
+        let root = FakeRoot::new();
+        root.process(10, 1, 100, "app\0");
+        // A directory where the file should be: reading fails with EISDIR, not "gone".
+        fs::remove_file(root.path().join("10/status")).unwrap();
+        fs::create_dir(root.path().join("10/status")).unwrap();
+        let mut tracker = tracking(&[10], true);
+        let sample = root.sampler(0).sample(&mut tracker).unwrap();
+        let process = &sample.processes()[0];
+        assert!(process.status.is_none());
+        assert!(process.listed());
+        assert_eq!(process.rss_kb(), 0);
+    }
+
+    #[test]
+    fn unverified_entries_are_checked_against_proc() {
+        let root = FakeRoot::new();
+        root.process(10, 1, 100, "app\0");
+        root.process(11, 1, 100, "host\0");
+        root.write(11, "cgroup", "1:cpu:/\n0::/\n");
+        let mut tracker = tracking(&[10, 11], false);
+        let sample = root.sampler(100).sample(&mut tracker).unwrap();
+        assert_eq!(pids(&sample), [10], "11 is not in the container /proc says");
+    }
+
+    #[test]
+    fn exits_carry_cpu_into_departed() {
+        let root = FakeRoot::new();
+        root.process(10, 100, 100, "app\0");
+        let mut tracker = tracking(&[10], true);
+        let mut sampler = root.sampler(100);
+        sampler.sample(&mut tracker).unwrap();
+        // The tracker saw 10 exit with 1.5 s of CPU (150 ticks at 100 Hz), and 20, never sampled,
+        // exit with 0.3 s.
+        tracker.processes.clear();
+        let container: Arc<str> = C.into();
+        tracker.exits = vec![
+            Exit {
+                pid: 10,
+                container: container.clone(),
+                cpu_ns: Some(1_500_000_000 * 100 / sampler.ticks_per_second),
+            },
+            Exit {
+                pid: 20,
+                container,
+                cpu_ns: Some(300_000_000 * 100 / sampler.ticks_per_second),
+            },
+        ];
+        let sample = sampler.sample(&mut tracker).unwrap();
+        let mut departed: Vec<(u32, u64)> = sample
+            .departed(C)
+            .iter()
+            .map(|d| (d.info.pid, d.cpu_ticks))
+            .collect();
+        departed.sort_unstable();
+        assert_eq!(departed, [(10, 150), (20, 30)]);
+    }
+}
