@@ -64,6 +64,38 @@ pub struct Departed {
     /// Its CPU time when it left, in clock ticks: the tracker's figure at exit when it has one,
     /// else the last sampled value.
     pub cpu_ticks: u64,
+    /// The part of it used since the previous sample (0 when only the last sampled value is
+    /// known).
+    pub recent_ticks: u64,
+}
+
+/// A process as one pass read it, with the CPU it used since the previous pass.
+#[derive(Clone, Debug)]
+pub struct Sampled {
+    pub process: ProcessSample,
+    /// Clock ticks since the previous pass (since its birth when it is younger, 0 the first
+    /// time an older process is seen).
+    pub recent_ticks: u64,
+}
+
+/// What one sample saw of a container as a whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Processes the API lists.
+    pub listed: u32,
+    /// Their resident memory, in kB.
+    pub rss_kb: u64,
+    /// CPU the container used since the previous sample, in clock ticks, departed processes
+    /// included.
+    pub cpu_ticks: u64,
+}
+
+#[derive(Debug)]
+struct ContainerEntry {
+    path: Arc<str>,
+    /// Its range in `processes`; empty when all its processes departed.
+    processes: Range<usize>,
+    totals: Totals,
 }
 
 /// Everything one sampling pass saw.
@@ -77,8 +109,8 @@ pub struct Sample {
     pub boot_ticks: u64,
     /// Sorted by (container, pid).
     processes: Vec<ProcessSample>,
-    /// Container path → its range in `processes`, sorted by path.
-    containers: Vec<(Arc<str>, Range<usize>)>,
+    /// Every container with a process present or departed, sorted by path.
+    containers: Vec<ContainerEntry>,
     /// Sorted by (container, pid).
     departed: Vec<Departed>,
 }
@@ -87,30 +119,62 @@ impl Sample {
     pub fn new(
         timestamp: SystemTime,
         boot_ticks: u64,
-        mut processes: Vec<ProcessSample>,
+        mut sampled: Vec<Sampled>,
         mut departed: Vec<Departed>,
     ) -> Sample {
-        processes.sort_unstable_by(|a, b| {
-            (&a.info.container, a.info.pid).cmp(&(&b.info.container, b.info.pid))
-        });
-        departed.sort_unstable_by(|a, b| {
-            (&a.info.container, a.info.pid).cmp(&(&b.info.container, b.info.pid))
-        });
-        let mut containers: Vec<(Arc<str>, Range<usize>)> = Vec::new();
-        for (index, process) in processes.iter().enumerate() {
-            match containers.last_mut() {
-                Some((path, range)) if *path == process.info.container => range.end = index + 1,
-                _ => containers.push((process.info.container.clone(), index..index + 1)),
+        let key = |info: &ProcessInfo| (info.container.clone(), info.pid);
+        sampled.sort_unstable_by(|a, b| key(&a.process.info).cmp(&key(&b.process.info)));
+        departed.sort_unstable_by(|a, b| key(&a.info).cmp(&key(&b.info)));
+        let mut containers: Vec<ContainerEntry> = Vec::new();
+        for (
+            index,
+            Sampled {
+                process,
+                recent_ticks,
+            },
+        ) in sampled.iter().enumerate()
+        {
+            let entry = match containers.last_mut() {
+                Some(entry) if entry.path == process.info.container => entry,
+                _ => {
+                    containers.push(ContainerEntry {
+                        path: process.info.container.clone(),
+                        processes: index..index,
+                        totals: Totals::default(),
+                    });
+                    containers.last_mut().expect("just pushed")
+                }
+            };
+            entry.processes.end = index + 1;
+            entry.totals.cpu_ticks += recent_ticks;
+            if process.listed() {
+                entry.totals.listed += 1;
+                entry.totals.rss_kb += process.rss_kb();
             }
         }
+        for gone in &departed {
+            let path = &gone.info.container;
+            let at = match containers.binary_search_by(|e| e.path.cmp(path)) {
+                Ok(at) => at,
+                Err(at) => {
+                    let empty = ContainerEntry {
+                        path: path.clone(),
+                        processes: 0..0,
+                        totals: Totals::default(),
+                    };
+                    containers.insert(at, empty);
+                    at
+                }
+            };
+            containers[at].totals.cpu_ticks += gone.recent_ticks;
+        }
         containers.shrink_to_fit();
-        processes.shrink_to_fit();
         departed.shrink_to_fit();
         Sample {
             seq: 0,
             timestamp,
             boot_ticks,
-            processes,
+            processes: sampled.into_iter().map(|s| s.process).collect(),
             containers,
             departed,
         }
@@ -120,17 +184,18 @@ impl Sample {
         &self.processes
     }
 
-    /// Containers with at least one process (listed or not), sorted by path.
-    pub fn containers(&self) -> impl Iterator<Item = (&Arc<str>, &[ProcessSample])> {
+    /// Every container with a process present or departed, sorted by path, with its processes
+    /// (sorted by pid; empty when all departed) and totals.
+    pub fn containers(&self) -> impl Iterator<Item = (&Arc<str>, &[ProcessSample], Totals)> {
         self.containers
             .iter()
-            .map(|(path, range)| (path, &self.processes[range.clone()]))
+            .map(|e| (&e.path, &self.processes[e.processes.clone()], e.totals))
     }
 
     /// The processes of one container, sorted by pid (empty when it has none).
     pub fn container(&self, path: &str) -> &[ProcessSample] {
-        match self.containers.binary_search_by(|(p, _)| (**p).cmp(path)) {
-            Ok(at) => &self.processes[self.containers[at].1.clone()],
+        match self.containers.binary_search_by(|e| (*e.path).cmp(path)) {
+            Ok(at) => &self.processes[self.containers[at].processes.clone()],
             Err(_) => &[],
         }
     }
@@ -226,7 +291,7 @@ impl History {
         self.samples.back()
     }
 
-    pub fn samples(&self) -> impl Iterator<Item = &Arc<Sample>> {
+    pub fn samples(&self) -> impl DoubleEndedIterator<Item = &Arc<Sample>> {
         self.samples.iter()
     }
 
@@ -316,7 +381,7 @@ impl History {
             .duration_since(self.samples[base].timestamp)
             .ok()?
             .as_secs_f64();
-        let mut paths: Vec<&Arc<str>> = newest.containers().map(|(path, _)| path).collect();
+        let mut paths: Vec<&Arc<str>> = newest.containers().map(|(path, _, _)| path).collect();
         for i in base + 1..=at {
             paths.extend(
                 self.samples[i]
@@ -436,22 +501,39 @@ mod tests {
         /// that were in the previous sample depart with `exit_cpu` if given.
         fn sample(&mut self, rows: &[Row<'_>], exit_cpu: &[(Pid, u64)]) {
             let processes: Vec<ProcessSample> = rows.iter().map(|r| self.process(*r)).collect();
+            let previous_cpu = |info: &ProcessInfo| {
+                self.previous
+                    .iter()
+                    .find(|old| old.info.same_process(info))
+                    .map(ProcessSample::cpu_ticks)
+            };
+            let sampled = processes
+                .iter()
+                .map(|p| Sampled {
+                    process: p.clone(),
+                    recent_ticks: p.cpu_ticks() - previous_cpu(&p.info).unwrap_or(0),
+                })
+                .collect();
             let departed = self
                 .previous
                 .iter()
                 .filter(|old| !processes.iter().any(|p| p.info.same_process(&old.info)))
-                .map(|old| Departed {
-                    info: old.info.clone(),
-                    cpu_ticks: exit_cpu
+                .map(|old| {
+                    let at_exit = exit_cpu
                         .iter()
                         .find(|(pid, _)| *pid == old.info.pid)
-                        .map_or(old.cpu_ticks(), |(_, cpu)| *cpu),
+                        .map_or(old.cpu_ticks(), |(_, cpu)| *cpu);
+                    Departed {
+                        info: old.info.clone(),
+                        cpu_ticks: at_exit,
+                        recent_ticks: at_exit - old.cpu_ticks(),
+                    }
                 })
                 .collect();
             let sample = Sample::new(
                 UNIX_EPOCH + Duration::from_secs(self.tick),
                 self.tick,
-                processes.clone(),
+                sampled,
                 departed,
             );
             self.history = self.history.with(sample);
@@ -618,6 +700,59 @@ mod tests {
     }
 
     #[test]
+    fn totals_per_container() {
+        let mut b = Builder::new(60);
+        b.sample(
+            &[
+                (1, 10, C, 0),
+                (2, 10, C, 0),
+                (3, 10, "/other", 5),
+                (4, 10, "/gone", 0),
+            ],
+            &[],
+        );
+        b.sample(&[(1, 10, C, 20), (3, 10, "/other", 5)], &[(2, 30), (4, 7)]);
+        let newest = b.history.newest().unwrap();
+        let totals: Vec<(&str, usize, Totals)> = newest
+            .containers()
+            .map(|(path, p, t)| (&**path, p.len(), t))
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                (
+                    C,
+                    1,
+                    Totals {
+                        listed: 1,
+                        rss_kb: 101,
+                        cpu_ticks: 50
+                    }
+                ),
+                (
+                    "/gone",
+                    0,
+                    Totals {
+                        listed: 0,
+                        rss_kb: 0,
+                        cpu_ticks: 7
+                    }
+                ),
+                (
+                    "/other",
+                    1,
+                    Totals {
+                        listed: 1,
+                        rss_kb: 103,
+                        cpu_ticks: 0
+                    }
+                ),
+            ]
+        );
+        assert!(newest.container("/gone").is_empty());
+    }
+
+    #[test]
     fn history_keeps_only_its_capacity() {
         let mut b = Builder::new(3);
         for i in 0..10 {
@@ -639,10 +774,17 @@ mod tests {
         let mut status = (**processes[1].status.as_ref().unwrap()).clone();
         status.vm_rss = 0;
         processes[1].status = Some(Arc::new(status));
+        let sampled = processes
+            .into_iter()
+            .map(|process| Sampled {
+                process,
+                recent_ticks: 0,
+            })
+            .collect();
         history = history.with(Sample::new(
             last.timestamp,
             last.boot_ticks,
-            processes,
+            sampled,
             vec![],
         ));
         let snapshot = &history.snapshots(C, 1, 1).unwrap()[0];

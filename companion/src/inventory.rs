@@ -3,7 +3,7 @@
 //! latest result.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
@@ -14,7 +14,6 @@ use tracing::warn;
 
 use crate::{
     cgroup::{CgroupFs, Identity},
-    history::ProcessSample,
     metrics::{self, ProcessUse, SampleDurations},
     sampler::{Published, Shared},
 };
@@ -138,60 +137,73 @@ impl State {
                 .observe(published.sampling.last_sample_seconds);
             self.last_taken = published.sampling.samples_taken;
         }
+        let Some(newest) = history.newest() else {
+            return Inventory::default();
+        };
         let tps = self.options.ticks_per_second as f64;
+        // Every sample since the last update adds its containers' CPU to their counters (the
+        // sampler totals them as it reads, so this is one step per container and sample).
+        let since = self.last_seq.unwrap_or(newest.seq - 1);
+        for sample in history.samples().filter(|s| s.seq > since) {
+            for (path, _, totals) in sample.containers() {
+                *self.cpu_seconds.entry(path.clone()).or_default() += totals.cpu_ticks as f64 / tps;
+            }
+        }
+        self.last_seq = Some(newest.seq);
+        // The interval the newest sample's totals cover.
+        let interval = history
+            .samples()
+            .rev()
+            .nth(1)
+            .and_then(|previous| newest.timestamp.duration_since(previous.timestamp).ok())
+            .map_or(f64::INFINITY, |d| d.as_secs_f64());
+
+        let now = Instant::now();
         let mut containers = Vec::new();
-        let mut top: Vec<ProcessUse> = Vec::new();
-        if let Some(usage) = history.usage(self.last_seq) {
-            self.last_seq = Some(usage.newest.seq);
-            let now = Instant::now();
-            for container in &usage.containers {
-                let used = container.total_ticks as f64 / tps;
-                let total = self.cpu_seconds.entry(container.path.clone()).or_default();
-                *total += used;
-                let listed: Vec<&(&ProcessSample, u64)> = container
-                    .processes
-                    .iter()
-                    .filter(|(p, _)| p.listed())
-                    .collect();
-                if listed.is_empty() {
-                    continue;
+        for (path, _, totals) in newest.containers() {
+            if totals.listed == 0 {
+                continue;
+            }
+            let limit = match self.limits.get(path) {
+                Some((limit, read)) if now.duration_since(*read) < LIMIT_REFRESH => *limit,
+                _ => {
+                    let limit = self.options.cgroups.memory_limit(path);
+                    self.limits.insert(path.clone(), (limit, now));
+                    limit
                 }
-                let limit = match self.limits.get(&container.path) {
-                    Some((limit, read)) if now.duration_since(*read) < LIMIT_REFRESH => *limit,
-                    _ => {
-                        let limit = self.options.cgroups.memory_limit(&container.path);
-                        self.limits.insert(container.path.clone(), (limit, now));
-                        limit
-                    }
-                };
-                containers.push(ContainerSummary {
-                    path: container.path.clone(),
-                    identity: self
-                        .identities
-                        .entry(container.path.clone())
-                        .or_insert_with(|| Identity::of(&container.path))
-                        .clone(),
-                    processes: listed.len(),
-                    cpu_percent: 100.0 * used / usage.seconds.max(f64::EPSILON),
-                    cpu_seconds_total: *total,
-                    rss_bytes: listed.iter().map(|(p, _)| p.rss_kb() * 1024).sum(),
-                    memory_limit_bytes: limit,
-                });
-                if self.options.top_processes > 0 {
-                    top.extend(listed.iter().map(|(p, ticks)| ProcessUse {
+            };
+            containers.push(ContainerSummary {
+                path: path.clone(),
+                identity: self
+                    .identities
+                    .entry(path.clone())
+                    .or_insert_with(|| Identity::of(path))
+                    .clone(),
+                processes: totals.listed as usize,
+                cpu_percent: 100.0 * totals.cpu_ticks as f64 / tps / interval,
+                cpu_seconds_total: self.cpu_seconds.get(path).copied().unwrap_or_default(),
+                rss_bytes: totals.rss_kb * 1024,
+                memory_limit_bytes: limit,
+            });
+        }
+        // Forget containers that are gone.
+        let present: HashSet<&str> = newest.containers().map(|(path, _, _)| &**path).collect();
+        self.cpu_seconds.retain(|path, _| present.contains(&**path));
+        self.limits.retain(|path, _| present.contains(&**path));
+        self.identities.retain(|path, _| present.contains(&**path));
+
+        let mut top: Vec<ProcessUse> = Vec::new();
+        if self.options.top_processes > 0
+            && let Some(usage) = history.usage(None)
+        {
+            for container in &usage.containers {
+                top.extend(container.processes.iter().filter(|(p, _)| p.listed()).map(
+                    |(p, ticks)| ProcessUse {
                         process: (*p).clone(),
                         cores: *ticks as f64 / tps / usage.seconds.max(f64::EPSILON),
-                    }));
-                }
+                    },
+                ));
             }
-            // Forget containers that are gone.
-            let present: std::collections::HashSet<&str> =
-                usage.containers.iter().map(|c| &*c.path).collect();
-            self.cpu_seconds.retain(|path, _| present.contains(&**path));
-            self.limits.retain(|path, _| present.contains(&**path));
-            self.identities.retain(|path, _| present.contains(&**path));
-        } else {
-            self.last_seq = history.newest().map(|s| s.seq);
         }
         top.sort_by(|a, b| b.cores.total_cmp(&a.cores));
         top.truncate(self.options.top_processes);

@@ -10,7 +10,6 @@ pub mod cli;
 pub mod client;
 pub mod history;
 pub mod inventory;
-pub mod memory;
 pub mod metrics;
 pub mod privileges;
 pub mod procfs;

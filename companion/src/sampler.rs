@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     cgroup::Naming,
-    history::{Departed, History, ProcessInfo, ProcessSample, Sample},
+    history::{Departed, History, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, container_of, has_cmdline,
         render_cmdline,
@@ -113,18 +113,33 @@ pub struct Sampler {
     open: usize,
     ticks_per_second: u64,
     pass: u64,
+    /// When the previous pass began (clock ticks since boot): a process started later is
+    /// younger than it. `u64::MAX` before the first pass.
+    previous_boot_ticks: u64,
     /// Processes that left during the current pass.
     departed: Vec<Departed>,
     buf: Vec<u8>,
 }
 
-/// What reading one proc file gave; the text is in the sampler's buffer.
+/// What reading one proc file gave; the text is in the buffer passed.
 enum Read {
     Text,
     /// The process exited: its pid names nothing, or an open file of it answers ESRCH.
     Gone,
     /// Any other failure (EACCES from a security module, a fake root's odd file, …).
     Failed(io::Error),
+}
+
+fn read(root: &ProcRoot, pid: Pid, name: &str, file: Option<&File>, buf: &mut Vec<u8>) -> Read {
+    let result = match file {
+        Some(file) => procfs::pread_whole(file, buf),
+        None => root.read(pid, name, buf),
+    };
+    match result {
+        Ok(()) => Read::Text,
+        Err(err) if procfs::is_gone(&err) => Read::Gone,
+        Err(err) => Read::Failed(err),
+    }
 }
 
 impl Sampler {
@@ -135,6 +150,7 @@ impl Sampler {
             open: 0,
             ticks_per_second: procfs::ticks_per_second(),
             pass: 0,
+            previous_boot_ticks: u64::MAX,
             departed: Vec::new(),
             buf: Vec::with_capacity(4096),
         }
@@ -151,137 +167,52 @@ impl Sampler {
         tracker.refresh()?;
         self.pass += 1;
 
-        let mut processes = Vec::with_capacity(tracker.processes().len());
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut sampled = Vec::with_capacity(tracker.processes().len());
         for (&pid, tracked) in tracker.processes() {
-            match self.read_process(pid, tracked) {
-                Ok(Some(process)) => processes.push(process),
+            match self.read_process(pid, tracked, &mut buf) {
+                Ok(Some(process)) => sampled.push(process),
                 Ok(None) => {}
                 Err(err) => debug!(pid, %err, "process not sampled this time"),
             }
         }
+        self.buf = buf;
 
         let departed = self.collect_departed(tracker, boot_ticks);
-        Ok(Sample::new(timestamp, boot_ticks, processes, departed))
-    }
-
-    fn read(&mut self, pid: Pid, name: &str, file: Option<&File>) -> Read {
-        let result = match file {
-            Some(file) => procfs::pread_whole(file, &mut self.buf),
-            None => self.options.root.read(pid, name, &mut self.buf),
-        };
-        match result {
-            Ok(()) => Read::Text,
-            Err(err) if procfs::is_gone(&err) => Read::Gone,
-            Err(err) => Read::Failed(err),
-        }
+        self.previous_boot_ticks = boot_ticks;
+        Ok(Sample::new(timestamp, boot_ticks, sampled, departed))
     }
 
     /// Reads one process. `Ok(None)`: it is gone, or not in the container the tracker says.
     /// `Err`: it could not be read this time (it stays known, but is not listed in this sample).
-    fn read_process(&mut self, pid: Pid, tracked: &Tracked) -> io::Result<Option<ProcessSample>> {
-        let Some(mut cached) = self.cache.remove(&pid) else {
-            return self.read_new_process(pid, tracked);
-        };
-        // Whatever happens below, a process still known is not taken for departed.
-        cached.seen_in = self.pass;
-        let result = self.refresh_process(pid, tracked, &mut cached);
-        match result {
-            Ok(Refreshed::Same) => {
-                let sample = cached.sample();
-                self.cache.insert(pid, cached);
-                Ok(Some(sample))
-            }
-            Ok(Refreshed::Gone) => {
-                cached.seen_in = 0;
-                self.cache.insert(pid, cached);
-                Ok(None)
-            }
-            Ok(Refreshed::Reused) => {
-                // Same pid, another start time (only possible without open files): the old
-                // process departs, the new one is read from scratch.
-                self.depart(cached, None);
-                self.read_new_process(pid, tracked)
-            }
-            Err(err) => {
-                self.cache.insert(pid, cached);
-                Err(err)
-            }
-        }
-    }
-
-    fn refresh_process(
+    fn read_process(
         &mut self,
         pid: Pid,
         tracked: &Tracked,
-        cached: &mut Cached,
-    ) -> io::Result<Refreshed> {
-        let files = cached.files.take();
-        let outcome = (|| {
-            match self.read(pid, "stat", files.as_ref().map(|f| &f.0)) {
-                Read::Text => {}
-                Read::Gone => return Ok(Refreshed::Gone),
-                Read::Failed(err) => return Err(err),
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<Sampled>> {
+        let Some(cached) = self.cache.get_mut(&pid) else {
+            return self.read_new_process(pid, tracked, buf);
+        };
+        // Whatever happens below, a process still known is not taken for departed.
+        cached.seen_in = self.pass;
+        match refresh(&self.options, pid, tracked, cached, buf)? {
+            Refreshed::Same { recent_ticks } => Ok(Some(Sampled {
+                process: cached.sample(),
+                recent_ticks,
+            })),
+            Refreshed::Gone => {
+                cached.seen_in = 0;
+                Ok(None)
             }
-            let old_stat = cached.stat.value.clone();
-            let old_status = cached.status.as_ref().map(|s| s.value.clone());
-            cached
-                .stat
-                .update(&self.buf, Stat::parse)
-                .map_err(invalid)?;
-            if cached.stat.value.starttime != cached.info.starttime {
-                cached.stat.value = old_stat;
-                return Ok(Refreshed::Reused);
+            Refreshed::Reused => {
+                // Same pid, another start time (only possible without open files): the old
+                // process departs, the new one is read from scratch.
+                let old = self.cache.remove(&pid).expect("cached");
+                self.depart(old, None);
+                self.read_new_process(pid, tracked, buf)
             }
-            match self.read(pid, "status", files.as_ref().map(|f| &f.1)) {
-                Read::Text => match &mut cached.status {
-                    Some(status) => {
-                        if status.update(&self.buf, Status::parse).is_err() {
-                            cached.status = None;
-                        }
-                    }
-                    None => cached.status = Parsed::new(&self.buf, Status::parse).ok(),
-                },
-                Read::Gone => return Ok(Refreshed::Gone),
-                Read::Failed(_) => cached.status = None,
-            }
-
-            let ran = match (&old_status, &cached.status) {
-                (Some(old), Some(new)) => {
-                    may_have_rewritten_cmdline(&old_stat, old, &cached.stat.value, &new.value)
-                }
-                _ => true,
-            };
-            let cmdline_stale = ran || tracked.execs != cached.execs;
-            if cmdline_stale || cached.info.container != tracked.container {
-                let (cmdline, has_cmdline) = if cmdline_stale {
-                    match self.read_cmdline(pid) {
-                        Some(read) => read,
-                        None => return Ok(Refreshed::Gone),
-                    }
-                } else {
-                    (cached.info.cmdline.clone(), cached.info.has_cmdline)
-                };
-                let cmdline = if cmdline == cached.info.cmdline {
-                    cached.info.cmdline.clone()
-                } else {
-                    cmdline
-                };
-                let info = ProcessInfo {
-                    pid,
-                    starttime: cached.info.starttime,
-                    container: tracked.container.clone(),
-                    cmdline,
-                    has_cmdline,
-                };
-                if info != *cached.info {
-                    cached.info = Arc::new(info);
-                }
-            }
-            cached.execs = tracked.execs;
-            Ok(Refreshed::Same)
-        })();
-        cached.files = files;
-        outcome
+        }
     }
 
     /// First read of a process: verify its container when the tracker did not, open its files,
@@ -290,20 +221,22 @@ impl Sampler {
         &mut self,
         pid: Pid,
         tracked: &Tracked,
-    ) -> io::Result<Option<ProcessSample>> {
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<Sampled>> {
+        let root = &self.options.root;
         if !tracked.verified {
-            match self.read(pid, "cgroup", None) {
+            match read(root, pid, "cgroup", None, buf) {
                 Read::Text => {}
                 Read::Gone => return Ok(None),
                 Read::Failed(err) => return Err(err),
             }
-            if container_of(&self.buf, self.options.naming) != Some(tracked.container.as_bytes()) {
+            if container_of(buf, self.options.naming) != Some(tracked.container.as_bytes()) {
                 debug!(pid, tracked = %tracked.container, "container not confirmed by /proc");
                 return Ok(None);
             }
         }
         let files = if self.open < self.options.descriptor_budget {
-            let open = |name| File::open(self.options.root.file(pid, name));
+            let open = |name| File::open(root.file(pid, name));
             match (open("stat"), open("status")) {
                 (Ok(stat), Ok(status)) => Some((stat, status)),
                 (Err(err), _) | (_, Err(err)) if procfs::is_gone(&err) => return Ok(None),
@@ -313,23 +246,30 @@ impl Sampler {
         } else {
             None
         };
-        match self.read(pid, "stat", files.as_ref().map(|f| &f.0)) {
+        match read(root, pid, "stat", files.as_ref().map(|f| &f.0), buf) {
             Read::Text => {}
             Read::Gone => return Ok(None),
             Read::Failed(err) => return Err(err),
         }
-        let stat = Parsed::new(&self.buf, Stat::parse).map_err(invalid)?;
-        let Some((cmdline, has_cmdline)) = self.read_cmdline(pid) else {
+        let stat = Parsed::new(buf, Stat::parse).map_err(invalid)?;
+        let Some((cmdline, has_cmdline)) = read_cmdline(&self.options, pid, buf) else {
             return Ok(None);
         };
-        let status = match self.read(pid, "status", files.as_ref().map(|f| &f.1)) {
-            Read::Text => Parsed::new(&self.buf, Status::parse).ok(),
+        let status = match read(root, pid, "status", files.as_ref().map(|f| &f.1), buf) {
+            Read::Text => Parsed::new(buf, Status::parse).ok(),
             Read::Gone => return Ok(None),
             Read::Failed(_) => None,
         };
         if files.is_some() {
             self.open += 1;
         }
+        // Its CPU so far counts as recent only if it started after the previous pass began;
+        // an older process seen for the first time has no known baseline.
+        let recent_ticks = if stat.value.starttime >= self.previous_boot_ticks {
+            stat.value.cpu_ticks()
+        } else {
+            0
+        };
         let cached = Cached {
             info: Arc::new(ProcessInfo {
                 pid,
@@ -344,22 +284,12 @@ impl Sampler {
             execs: tracked.execs,
             seen_in: self.pass,
         };
-        let sample = cached.sample();
+        let process = cached.sample();
         self.cache.insert(pid, cached);
-        Ok(Some(sample))
-    }
-
-    /// The command line as `--cmdline` keeps it and whether there is one; `None` when the
-    /// process is gone. An unreadable file gives an empty text and "unknown".
-    fn read_cmdline(&mut self, pid: Pid) -> Option<(Arc<str>, Option<bool>)> {
-        match self.read(pid, "cmdline", None) {
-            Read::Text => Some((
-                render_cmdline(&self.buf, self.options.cmdline).into(),
-                Some(has_cmdline(&self.buf)),
-            )),
-            Read::Gone => None,
-            Read::Failed(_) => Some((Arc::from(""), None)),
-        }
+        Ok(Some(Sampled {
+            process,
+            recent_ticks,
+        }))
     }
 
     /// Records a cached process as departed, with its CPU time at exit when known.
@@ -368,9 +298,11 @@ impl Sampler {
             self.open -= 1;
         }
         let last = cached.stat.value.cpu_ticks();
+        let at_exit = cpu_at_exit.map_or(last, |at_exit| at_exit.max(last));
         self.departed.push(Departed {
             info: cached.info,
-            cpu_ticks: cpu_at_exit.map_or(last, |at_exit| at_exit.max(last)),
+            cpu_ticks: at_exit,
+            recent_ticks: at_exit - last,
         });
     }
 
@@ -398,10 +330,12 @@ impl Sampler {
             let cached = self.cache.remove(&pid).expect("listed");
             self.depart(cached, exit_ticks(pid));
         }
+        crate::tracker::shrink_after_churn(&mut self.cache);
         for exit in exits {
             let sampled = self.cache.contains_key(&exit.pid)
                 || self.departed.iter().any(|d| d.info.pid == exit.pid);
             if let (false, Some(ns)) = (sampled, exit.cpu_ns) {
+                let ticks = ns_to_ticks(ns, tps);
                 self.departed.push(Departed {
                     info: Arc::new(ProcessInfo {
                         pid: exit.pid,
@@ -411,7 +345,8 @@ impl Sampler {
                         cmdline: Arc::from(""),
                         has_cmdline: None,
                     }),
-                    cpu_ticks: ns_to_ticks(ns, tps),
+                    cpu_ticks: ticks,
+                    recent_ticks: ticks,
                 });
             }
         }
@@ -419,9 +354,103 @@ impl Sampler {
     }
 }
 
+/// Reads a known process again.
+fn refresh(
+    options: &SamplerOptions,
+    pid: Pid,
+    tracked: &Tracked,
+    cached: &mut Cached,
+    buf: &mut Vec<u8>,
+) -> io::Result<Refreshed> {
+    let root = &options.root;
+    let files = cached.files.as_ref();
+    match read(root, pid, "stat", files.map(|f| &f.0), buf) {
+        Read::Text => {}
+        Read::Gone => return Ok(Refreshed::Gone),
+        Read::Failed(err) => return Err(err),
+    }
+    let old_stat = cached.stat.value.clone();
+    cached.stat.update(buf, Stat::parse).map_err(invalid)?;
+    if cached.stat.value.starttime != cached.info.starttime {
+        cached.stat.value = old_stat;
+        return Ok(Refreshed::Reused);
+    }
+    let old_status = cached.status.as_ref().map(|s| s.value.clone());
+    match read(root, pid, "status", files.map(|f| &f.1), buf) {
+        Read::Text => match &mut cached.status {
+            Some(status) => {
+                if status.update(buf, Status::parse).is_err() {
+                    cached.status = None;
+                }
+            }
+            None => cached.status = Parsed::new(buf, Status::parse).ok(),
+        },
+        Read::Gone => return Ok(Refreshed::Gone),
+        Read::Failed(_) => cached.status = None,
+    }
+
+    let ran = match (&old_status, &cached.status) {
+        (Some(old), Some(new)) => {
+            may_have_rewritten_cmdline(&old_stat, old, &cached.stat.value, &new.value)
+        }
+        _ => true,
+    };
+    let cmdline_stale = ran || tracked.execs != cached.execs;
+    if cmdline_stale || cached.info.container != tracked.container {
+        let (mut cmdline, has_cmdline) = if cmdline_stale {
+            match read_cmdline(options, pid, buf) {
+                Some(read) => read,
+                None => return Ok(Refreshed::Gone),
+            }
+        } else {
+            (cached.info.cmdline.clone(), cached.info.has_cmdline)
+        };
+        if cmdline == cached.info.cmdline {
+            cmdline = cached.info.cmdline.clone();
+        }
+        let info = ProcessInfo {
+            pid,
+            starttime: cached.info.starttime,
+            container: tracked.container.clone(),
+            cmdline,
+            has_cmdline,
+        };
+        if info != *cached.info {
+            cached.info = Arc::new(info);
+        }
+    }
+    cached.execs = tracked.execs;
+    let recent_ticks = cached
+        .stat
+        .value
+        .cpu_ticks()
+        .saturating_sub(old_stat.cpu_ticks());
+    Ok(Refreshed::Same { recent_ticks })
+}
+
+/// The command line as `--cmdline` keeps it and whether there is one; `None` when the process
+/// is gone. An unreadable file gives an empty text and "unknown".
+fn read_cmdline(
+    options: &SamplerOptions,
+    pid: Pid,
+    buf: &mut Vec<u8>,
+) -> Option<(Arc<str>, Option<bool>)> {
+    match read(&options.root, pid, "cmdline", None, buf) {
+        Read::Text => Some((
+            render_cmdline(buf, options.cmdline).into(),
+            Some(has_cmdline(buf)),
+        )),
+        Read::Gone => None,
+        Read::Failed(_) => Some((Arc::from(""), None)),
+    }
+}
+
 /// What refreshing a known process found.
 enum Refreshed {
-    Same,
+    /// Still there: its CPU since the previous pass.
+    Same {
+        recent_ticks: u64,
+    },
     Gone,
     Reused,
 }
@@ -500,9 +529,6 @@ fn invalid(err: ParseError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
-/// Samples between two returns of freed memory to the system (see [`crate::memory`]).
-const TRIM_EVERY: u32 = 16;
-
 /// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at
 /// start + n × period) until `stop` is raised. A sample that overruns makes the schedule skip
 /// the ticks it covered; they are counted as slipped.
@@ -515,7 +541,6 @@ pub fn run(
 ) {
     let start = Instant::now();
     let mut tick: u32 = 1;
-    let mut taken: u32 = 0;
     while tracker.wait_until(start + period * tick, &stop) {
         let began = Instant::now();
         let sample = sampler.sample(tracker.as_mut());
@@ -532,10 +557,6 @@ pub fn run(
         match sample {
             Ok(sample) => publish(&shared, &sampler, tracker.as_ref(), sample, took, slipped),
             Err(err) => warn!("sample failed: {err:#}"),
-        }
-        taken += 1;
-        if taken.is_multiple_of(TRIM_EVERY) {
-            crate::memory::release_freed();
         }
         tick = next;
     }
@@ -557,7 +578,10 @@ pub fn publish(
         samples_slipped: current.sampling.samples_slipped + slipped,
         last_sample_seconds: took.as_secs_f64(),
         tracked_processes: sample.processes().len(),
-        containers: sample.containers().count(),
+        containers: sample
+            .containers()
+            .filter(|(_, processes, _)| !processes.is_empty())
+            .count(),
         open_descriptors: sampler.open_descriptors(),
     };
     shared.publish(Published {

@@ -160,3 +160,10 @@ impl ContainerNames {
         self.names.retain(|name| Arc::strong_count(name) > 1);
     }
 }
+
+/// A map sized for a burst of processes that have since left gives the memory back.
+pub fn shrink_after_churn<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len() + 1024 {
+        map.shrink_to_fit();
+    }
+}

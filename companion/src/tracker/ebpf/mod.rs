@@ -126,10 +126,6 @@ impl EbpfTracker {
                 .with_context(|| format!("attaching to {category}/{name}"))?;
         }
 
-        // aya's loader parsed the kernel's whole BTF (some 15 MB of heap) though the programs
-        // do not use it.
-        crate::memory::release_freed();
-
         let poll = Poll::new().context("creating a poller")?;
         poll.registry()
             .register(
@@ -378,6 +374,7 @@ impl EbpfTracker {
             let _ = self.kernel_set.remove(&pid);
         }
         self.names.prune();
+        super::shrink_after_churn(&mut self.processes);
         self.next_reconcile = Instant::now() + self.reconcile_every;
         if pass == Pass::Seed {
             return Ok(());
