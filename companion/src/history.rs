@@ -122,9 +122,10 @@ impl Sample {
         mut sampled: Vec<Sampled>,
         mut departed: Vec<Departed>,
     ) -> Sample {
-        let key = |info: &ProcessInfo| (info.container.clone(), info.pid);
-        sampled.sort_unstable_by(|a, b| key(&a.process.info).cmp(&key(&b.process.info)));
-        departed.sort_unstable_by(|a, b| key(&a.info).cmp(&key(&b.info)));
+        let order =
+            |a: &ProcessInfo, b: &ProcessInfo| (&a.container, a.pid).cmp(&(&b.container, b.pid));
+        sampled.sort_unstable_by(|a, b| order(&a.process.info, &b.process.info));
+        departed.sort_unstable_by(|a, b| order(&a.info, &b.info));
         let mut containers: Vec<ContainerEntry> = Vec::new();
         for (
             index,
