@@ -1,1 +1,49 @@
-fn main() {}
+//! `companion-bench`: measurements of the companion service on a simulated dense host.
+//!
+//! A small dispatcher: each subcommand lives in its own module. `bench` is the density
+//! benchmark (see `bench/mod.rs`); `busy-worker` is the process the benchmark starts for "busy"
+//! container processes and is not meant to be run by hand.
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "companion-bench",
+    about = "Measurements of the companion service on a simulated dense host (real cgroups, real processes)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The density benchmark: the service's CPU and memory per container process in each tracker
+    /// mode, against the floor of reading /proc, with the API under load and the exec-to-visible
+    /// latency. Needs root (cgroups, eBPF). Prints a table, appends to BENCHMARKS.md and draws
+    /// docs/bench-cost.svg.
+    Bench(Box<bench::BenchArgs>),
+
+    /// A container process that uses a little CPU: spins for `--work` every `--every`.
+    #[command(hide = true)]
+    BusyWorker(bench::host::BusyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(*args),
+        Command::BusyWorker(args) => bench::host::busy_worker(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("companion-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
