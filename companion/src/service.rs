@@ -34,6 +34,9 @@ use crate::{
     },
 };
 
+/// Nice value of the API's threads, relative to the sampler's 0.
+const API_NICE: i32 = 5;
+
 /// Descriptors kept for other uses (connections, the BPF side, logs) before the sampler's share.
 const DESCRIPTOR_RESERVE: u64 = 2048;
 
@@ -85,6 +88,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Sampling on schedule comes first: under a flood of requests the API threads yield the
+        // CPU to the sampler (raising one's own nice value needs no privilege).
+        .on_thread_start(|| {
+            let _ = rustix::process::setpriority_process(None, API_NICE);
+        })
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
