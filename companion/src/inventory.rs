@@ -1,6 +1,5 @@
-//! Per-container figures, computed in the background after each sample: what
-//! `/api/v2/containers` lists and what `/metrics` exports. Requests and scrapes only read the
-//! latest result.
+//! Per-container figures, computed with each sample and published with it: what
+//! `/api/v2/containers` lists and what `/metrics` exports. Requests and scrapes only read them.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -8,14 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use arc_swap::ArcSwap;
 use serde::Serialize;
-use tracing::warn;
 
 use crate::{
     cgroup::{CgroupFs, Identity},
+    history::History,
     metrics::{self, ProcessUse, SampleDurations},
-    sampler::{Published, Shared},
+    sampler::SamplingStats,
+    tracker::{TrackerKind, TrackerStats},
 };
 
 /// How long a container's memory limit is trusted before it is read again.
@@ -40,7 +39,7 @@ pub struct ContainerSummary {
     pub memory_limit_bytes: Option<u64>,
 }
 
-/// The latest background result.
+/// The figures of one sample.
 #[derive(Default)]
 pub struct Inventory {
     /// Sorted by path.
@@ -52,19 +51,19 @@ pub struct Inventory {
 }
 
 /// The figures /metrics needs beyond the container summaries.
-struct Exported {
-    published: Arc<Published>,
-    top: Vec<ProcessUse>,
-    durations: SampleDurations,
+pub struct Exported {
+    pub tracker: TrackerKind,
+    pub tracker_stats: TrackerStats,
+    pub sampling: SamplingStats,
+    pub top: Vec<ProcessUse>,
+    pub durations: SampleDurations,
 }
 
 impl Inventory {
     /// The sample-derived part of /metrics (OpenMetrics families, no `# EOF`).
     pub fn metrics(&self) -> &str {
         self.metrics.get_or_init(|| match &self.exported {
-            Some(e) => {
-                metrics::render_samples(&e.published, &self.containers, &e.top, &e.durations)
-            }
+            Some(exported) => metrics::render_samples(exported, &self.containers),
             None => String::new(),
         })
     }
@@ -86,57 +85,36 @@ pub struct InventoryOptions {
 }
 
 /// What carries over from one sample to the next.
-struct State {
+pub struct InventoryState {
     options: InventoryOptions,
     last_seq: Option<u64>,
-    last_taken: u64,
     cpu_seconds: HashMap<Arc<str>, f64>,
     limits: HashMap<Arc<str>, (Option<u64>, Instant)>,
     identities: HashMap<Arc<str>, Identity>,
     durations: SampleDurations,
 }
 
-/// Recomputes the inventory after every sample, until the runtime stops.
-pub async fn run(shared: Shared, options: InventoryOptions, out: Arc<ArcSwap<Inventory>>) {
-    let mut state = State {
-        options,
-        last_seq: None,
-        last_taken: 0,
-        cpu_seconds: HashMap::new(),
-        limits: HashMap::new(),
-        identities: HashMap::new(),
-        durations: SampleDurations::default(),
-    };
-    loop {
-        let published = shared.load();
-        // Reading limits touches the file system: keep it off the async workers.
-        let computed = tokio::task::spawn_blocking(move || {
-            let inventory = state.update(published);
-            (state, inventory)
-        })
-        .await;
-        match computed {
-            Ok((kept, inventory)) => {
-                state = kept;
-                out.store(Arc::new(inventory));
-            }
-            Err(err) => {
-                warn!("the inventory task failed: {err}");
-                return;
-            }
+impl InventoryState {
+    pub fn new(options: InventoryOptions) -> InventoryState {
+        InventoryState {
+            options,
+            last_seq: None,
+            cpu_seconds: HashMap::new(),
+            limits: HashMap::new(),
+            identities: HashMap::new(),
+            durations: SampleDurations::default(),
         }
-        shared.next_sample().await;
     }
-}
 
-impl State {
-    fn update(&mut self, published: Arc<Published>) -> Inventory {
-        let history = &published.history;
-        if published.sampling.samples_taken > self.last_taken {
-            self.durations
-                .observe(published.sampling.last_sample_seconds);
-            self.last_taken = published.sampling.samples_taken;
-        }
+    /// The inventory of the newest sample of `history`, which has just been taken.
+    pub fn update(
+        &mut self,
+        history: &History,
+        sampling: &SamplingStats,
+        tracker: TrackerKind,
+        tracker_stats: &TrackerStats,
+    ) -> Inventory {
+        self.durations.observe(sampling.last_sample_seconds);
         let Some(newest) = history.newest() else {
             return Inventory::default();
         };
@@ -210,7 +188,9 @@ impl State {
         Inventory {
             containers,
             exported: Some(Exported {
-                published: published.clone(),
+                tracker,
+                tracker_stats: tracker_stats.clone(),
+                sampling: sampling.clone(),
                 top,
                 durations: self.durations.snapshot(),
             }),

@@ -15,7 +15,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{history::ProcessSample, inventory::ContainerSummary, sampler::Published};
+use crate::{
+    history::ProcessSample,
+    inventory::{ContainerSummary, Exported},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
@@ -73,15 +76,11 @@ pub struct ProcessUse {
 }
 
 /// The sample-derived families.
-pub fn render_samples(
-    published: &Published,
-    containers: &[ContainerSummary],
-    top: &[ProcessUse],
-    durations: &SampleDurations,
-) -> String {
+pub fn render_samples(exported: &Exported, containers: &[ContainerSummary]) -> String {
     let mut registry = Registry::with_prefix("companion");
-    let stats = &published.tracker_stats;
-    let sampling = &published.sampling;
+    let stats = &exported.tracker_stats;
+    let sampling = &exported.sampling;
+    let (top, durations) = (&exported.top, &exported.durations);
 
     registry.register_with_unit(
         "sample_duration",
@@ -112,7 +111,7 @@ pub fn render_samples(
     let tracker = Family::<TrackerLabels, Gauge>::default();
     tracker
         .get_or_create(&TrackerLabels {
-            tracker: published.tracker.to_string(),
+            tracker: exported.tracker.to_string(),
         })
         .set(1);
     registry.register("tracker", "The tracker in use (value 1)", tracker);

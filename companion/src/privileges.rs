@@ -5,7 +5,7 @@
 //! some fields of /proc/PID/stat (code and stack addresses, `arg_start`…) of other users'
 //! processes from readers without CAP_SYS_PTRACE; that capability is kept so every field is
 //! reported. Nothing the service does later can gain capabilities back (no-new-privileges,
-//! empty bounding set).
+//! a bounding set holding only what is kept).
 
 use caps::{CapSet, Capability, CapsHashSet};
 use tracing::{debug, info};
@@ -36,7 +36,8 @@ fn map_access_is_unprivileged() -> bool {
 }
 
 /// Drops every capability but `keep` from this thread's sets (call it before starting other
-/// threads), empties the bounding and ambient sets, and sets no-new-privileges.
+/// threads), shrinks the bounding set to `keep`, empties the ambient one, and sets
+/// no-new-privileges.
 pub fn keep_only(keep: &CapsHashSet) -> anyhow::Result<()> {
     let permitted = caps::read(None, CapSet::Permitted)?;
     let keep: CapsHashSet = keep.intersection(&permitted).copied().collect();

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::{
     cgroup::Naming,
     history::{Departed, History, ProcessInfo, ProcessSample, Sample, Sampled},
+    inventory::{Inventory, InventoryState},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, container_of, has_cmdline,
         render_cmdline,
@@ -29,12 +30,14 @@ use crate::{
 };
 
 /// What the sampler publishes for the API, replaced whole after every sample.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Published {
     pub history: History,
     pub tracker: TrackerKind,
     pub tracker_stats: TrackerStats,
     pub sampling: SamplingStats,
+    /// Per-container figures of the newest sample.
+    pub inventory: Arc<Inventory>,
 }
 
 /// How the schedule is kept.
@@ -53,18 +56,15 @@ pub struct SamplingStats {
     pub open_descriptors: usize,
 }
 
-/// The newest publication, swapped atomically by the sampler, and a signal for those who act on
-/// each new sample.
+/// The newest publication, swapped atomically by the sampler.
 pub struct Store {
     current: ArcSwap<Published>,
-    published: tokio::sync::Notify,
 }
 
 impl Store {
     pub fn new(first: Published) -> Store {
         Store {
             current: ArcSwap::from_pointee(first),
-            published: tokio::sync::Notify::new(),
         }
     }
 
@@ -74,12 +74,6 @@ impl Store {
 
     fn publish(&self, next: Published) {
         self.current.store(Arc::new(next));
-        self.published.notify_waiters();
-    }
-
-    /// Resolves at the next publication.
-    pub async fn next_sample(&self) {
-        self.published.notified().await;
     }
 }
 
@@ -535,6 +529,7 @@ fn invalid(err: ParseError) -> io::Error {
 pub fn run(
     mut sampler: Sampler,
     mut tracker: Box<dyn Tracker>,
+    mut inventory: InventoryState,
     shared: Shared,
     period: Duration,
     stop: Arc<Stop>,
@@ -555,7 +550,15 @@ pub fn run(
             );
         }
         match sample {
-            Ok(sample) => publish(&shared, &sampler, tracker.as_ref(), sample, took, slipped),
+            Ok(sample) => publish(
+                &shared,
+                &sampler,
+                tracker.as_ref(),
+                &mut inventory,
+                sample,
+                took,
+                slipped,
+            ),
             Err(err) => warn!("sample failed: {err:#}"),
         }
         tick = next;
@@ -563,11 +566,12 @@ pub fn run(
     info!("sampler stopped");
 }
 
-/// Appends `sample` to the published history.
+/// Appends `sample` to the published history, with its inventory.
 pub fn publish(
     shared: &Shared,
     sampler: &Sampler,
     tracker: &dyn Tracker,
+    inventory: &mut InventoryState,
     sample: Sample,
     took: Duration,
     slipped: u64,
@@ -584,11 +588,15 @@ pub fn publish(
             .count(),
         open_descriptors: sampler.open_descriptors(),
     };
+    let history = current.history.with(sample);
+    let tracker_stats = tracker.stats();
+    let inventory = inventory.update(&history, &sampling, tracker.kind(), &tracker_stats);
     shared.publish(Published {
-        history: current.history.with(sample),
+        history,
         tracker: tracker.kind(),
-        tracker_stats: tracker.stats(),
+        tracker_stats,
         sampling,
+        inventory: Arc::new(inventory),
     });
 }
 

@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -21,7 +20,7 @@ use crate::{
     cgroup::{self, CgroupFs, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
     history::History,
-    inventory::{self, Inventory, InventoryOptions},
+    inventory::{InventoryOptions, InventoryState},
     metrics::HttpMetrics,
     privileges,
     procfs::ProcRoot,
@@ -54,7 +53,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
     let (admission, server_options) = http_options(&args.http)?;
-    let tracker = choose_tracker(&args, &root, hierarchy)?;
+    let mut tracker = choose_tracker(&args, &root, hierarchy)?;
     let budget = descriptor_budget();
 
     // Bind before the first sample so a port in use fails fast; accept only after it.
@@ -69,20 +68,31 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     privileges::keep_only(&privileges::needed(tracker.kind()))?;
 
-    let sampler = Sampler::new(SamplerOptions {
+    let host = Arc::new(host_facts(&root, &args)?);
+    let mut sampler = Sampler::new(SamplerOptions {
         root: root.clone(),
         naming: hierarchy.naming(),
         descriptor_budget: budget,
         cmdline: args.cmdline,
     });
-    let (sampler, tracker, shared) = first_sample(sampler, tracker, args.history as usize)?;
+    let mut inventory = InventoryState::new(InventoryOptions {
+        cgroups: CgroupFs::discover(),
+        top_processes: args.metrics_top_processes,
+        ticks_per_second: host.clock_ticks_per_second,
+    });
+    let shared = first_sample(
+        &mut sampler,
+        &mut tracker,
+        &mut inventory,
+        args.history as usize,
+    )?;
 
     let stop = Arc::new(Stop::default());
     let sampling = {
         let (shared, stop, period) = (shared.clone(), stop.clone(), args.sample_period);
         std::thread::Builder::new()
             .name("sampler".into())
-            .spawn(move || sampler::run(sampler, tracker, shared, period, stop))
+            .spawn(move || sampler::run(sampler, tracker, inventory, shared, period, stop))
             .context("cannot start the sampler thread")?
     };
 
@@ -96,23 +106,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let host = Arc::new(host_facts(&root, &args)?);
     let served = runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
-        let inventory = Arc::new(ArcSwap::from_pointee(Inventory::default()));
-        tokio::spawn(inventory::run(
-            shared.clone(),
-            InventoryOptions {
-                cgroups: CgroupFs::discover(),
-                top_processes: args.metrics_top_processes,
-                ticks_per_second: host.clock_ticks_per_second,
-            },
-            inventory.clone(),
-        ));
         let state = AppState {
             shared,
             sample_period: args.sample_period,
-            inventory,
             http_metrics: Arc::new(HttpMetrics::default()),
             host,
         };
@@ -273,10 +271,11 @@ fn descriptor_budget() -> usize {
 
 /// Takes the first sample, so the API never answers from an empty history.
 fn first_sample(
-    mut sampler: Sampler,
-    mut tracker: Box<dyn Tracker>,
+    sampler: &mut Sampler,
+    tracker: &mut Box<dyn Tracker>,
+    inventory: &mut InventoryState,
     history: usize,
-) -> anyhow::Result<(Sampler, Box<dyn Tracker>, Shared)> {
+) -> anyhow::Result<Shared> {
     let began = Instant::now();
     let sample = sampler.sample(tracker.as_mut()).context("first sample")?;
     let shared: Shared = Arc::new(Store::new(Published {
@@ -284,24 +283,26 @@ fn first_sample(
         tracker: tracker.kind(),
         tracker_stats: TrackerStats::default(),
         sampling: SamplingStats::default(),
+        inventory: Default::default(),
     }));
+    let took = began.elapsed();
     sampler::publish(
         &shared,
-        &sampler,
+        sampler,
         tracker.as_ref(),
+        inventory,
         sample,
-        began.elapsed(),
+        took,
         0,
     );
     let published = shared.load();
     info!(
         processes = published.sampling.tracked_processes,
         containers = published.sampling.containers,
-        took = ?began.elapsed(),
+        ?took,
         "first sample taken"
     );
-    drop(published);
-    Ok((sampler, tracker, shared))
+    Ok(shared)
 }
 
 async fn shutdown_signal() {

@@ -38,6 +38,9 @@ pub enum Hierarchy {
     Cpuset,
     /// cgroup v2 (`/sys/fs/cgroup/unified` on a hybrid host).
     Unified,
+    /// The v1 `memory` hierarchy: where a hybrid host keeps memory limits
+    /// (`memory.limit_in_bytes`).
+    Memory,
 }
 
 impl Hierarchy {
@@ -49,6 +52,7 @@ impl Hierarchy {
             Hierarchy::Cpuacct => &mounts.cpuacct,
             Hierarchy::Cpuset => &mounts.cpuset,
             Hierarchy::Unified => &mounts.unified,
+            Hierarchy::Memory => &mounts.memory,
         };
         found
             .as_deref()
@@ -62,14 +66,16 @@ impl Hierarchy {
             Hierarchy::Cpuacct => "cpuacct",
             Hierarchy::Cpuset => "cpuset",
             Hierarchy::Unified => "",
+            Hierarchy::Memory => "memory",
         }
     }
 
-    pub const ALL: [Hierarchy; 4] = [
+    pub const ALL: [Hierarchy; 5] = [
         Hierarchy::Cpu,
         Hierarchy::Cpuacct,
         Hierarchy::Cpuset,
         Hierarchy::Unified,
+        Hierarchy::Memory,
     ];
 }
 
@@ -78,6 +84,7 @@ struct Mounts {
     cpuacct: Option<PathBuf>,
     cpuset: Option<PathBuf>,
     unified: Option<PathBuf>,
+    memory: Option<PathBuf>,
 }
 
 fn mounts() -> &'static Mounts {
@@ -89,6 +96,7 @@ fn mounts() -> &'static Mounts {
             cpuacct: None,
             cpuset: None,
             unified: None,
+            memory: None,
         };
         for line in text.lines() {
             // id parent major:minor root mountpoint options [optional…] - fstype source super
@@ -112,7 +120,10 @@ fn mounts() -> &'static Mounts {
                         mounts.cpuacct = Some(path.clone());
                     }
                     if has("cpuset") && mounts.cpuset.is_none() {
-                        mounts.cpuset = Some(path);
+                        mounts.cpuset = Some(path.clone());
+                    }
+                    if has("memory") && mounts.memory.is_none() {
+                        mounts.memory = Some(path);
                     }
                 }
                 _ => {}
@@ -539,6 +550,7 @@ fn mounts_get(hierarchy: Hierarchy) -> Option<&'static Path> {
         Hierarchy::Cpuacct => m.cpuacct.as_deref(),
         Hierarchy::Cpuset => m.cpuset.as_deref(),
         Hierarchy::Unified => m.unified.as_deref(),
+        Hierarchy::Memory => m.memory.as_deref(),
     }
 }
 

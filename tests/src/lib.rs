@@ -10,15 +10,22 @@
 //! - [`proc`]: the ground truth, read from /proc by the tests.
 //! - [`spawn`]: the kinds of processes the tests need (busy, idle, oddly named, threaded,
 //!   forking, short-lived).
+//! - [`oneshot`]: runs expected to end by themselves (a refused start: exit status, stderr);
+//!   [`service::StartOptions`] starts a service through a wrapper or with another readiness probe.
+//! - [`tls`]: a private CA with server and client certificates, and a TLS client.
+//! - [`openmetrics`]: /metrics parsed by the Prometheus client's strict OpenMetrics parser.
 //!
 //! Tests must run as root on a host with cgroups and BPF (see `/work/shared/notes/machine.md`).
 
 pub mod api;
 pub mod cgroup;
 pub mod http;
+pub mod oneshot;
+pub mod openmetrics;
 pub mod proc;
 pub mod service;
 pub mod spawn;
+pub mod tls;
 
 use std::{
     sync::{Mutex, MutexGuard},

@@ -79,7 +79,43 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether process `pid` holds a socket listening on TCP `port` (IPv4 or IPv6).
+fn listens_on(pid: Pid, port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && fields[1].ends_with(&port) && fields[3] == "0A" {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten().any(|fd| {
+                fs::read_link(fd.path())
+                    .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            })
+        })
+        .unwrap_or(false)
+}
+
 static LOGS: AtomicU32 = AtomicU32::new(0);
+
+/// How [`Service::start_with`] starts the binary and tells it is ready.
+#[derive(Default)]
+pub struct StartOptions<'a> {
+    /// A program and its arguments that run the binary: the binary's path and its arguments are
+    /// appended (`["sh", "-c", "…; exec \"$0\" \"$@\""]`). The wrapper must exec the binary,
+    /// so that the child's pid is the service's.
+    pub wrapper: &'a [&'a str],
+    /// Fetches `/healthz` from the service's address when the plain-HTTP GET cannot (TLS, a
+    /// token required for /healthz); ready when it answers 200 with the health JSON.
+    pub probe: Option<&'a dyn Fn(SocketAddr) -> std::io::Result<Response>>,
+}
 
 /// A running service. Dropping it stops it (SIGTERM, then SIGKILL); when the test is failing,
 /// its log (stderr) is printed.
@@ -96,12 +132,19 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts the binary with `args` (plus `--port`), waits until /healthz answers 200.
+    /// Starts the binary with `args` (plus `--port`), waits until /healthz answers (200, or 503
+    /// `stale` on an overloaded host).
     pub fn start(args: &[&str]) -> Service {
+        Service::start_with(args, &StartOptions::default())
+    }
+
+    /// [`Service::start`] through a wrapper command and/or with another readiness probe (see
+    /// [`StartOptions`]).
+    pub fn start_with(args: &[&str], options: &StartOptions<'_>) -> Service {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match Service::try_start(args) {
+            match Service::try_start(args, options) {
                 Ok(service) => return service,
                 Err((log, retry)) if retry && attempts < 5 => {
                     eprintln!("service start failed (retrying on another port):\n{log}");
@@ -132,7 +175,7 @@ impl Service {
     }
 
     /// One start attempt: `Err((log, retry))`, `retry` when the port was taken.
-    fn try_start(args: &[&str]) -> Result<Service, (String, bool)> {
+    fn try_start(args: &[&str], options: &StartOptions<'_>) -> Result<Service, (String, bool)> {
         let port = free_port();
         let n = LOGS.fetch_add(1, Ordering::Relaxed);
         let log = std::env::temp_dir().join(format!(
@@ -142,7 +185,14 @@ impl Service {
         let stderr = fs::File::create(&log).expect("creating the service log");
         let mut all_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all_args.extend(["--port".into(), port.to_string()]);
-        let mut command = Command::new(companion_bin());
+        let mut command = match options.wrapper {
+            [] => Command::new(companion_bin()),
+            [program, wrapper_args @ ..] => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(companion_bin());
+                command
+            }
+        };
         // Every flag has an environment variable (COMPANION_PORT…): only the arguments count.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("COMPANION_") {
@@ -175,8 +225,20 @@ impl Service {
                 let retry = log.contains("cannot listen") || log.contains("in use");
                 return Err((format!("exited with {status}; log:\n{log}"), retry));
             }
-            if let Ok(r) = http::request(service.addr, "GET", "/healthz", "")
-                && r.status == 200
+            let probe = match options.probe {
+                Some(probe) => probe(service.addr),
+                None => http::request(service.addr, "GET", "/healthz", ""),
+            };
+            // Serving: 200, or 503 `stale` when a host crowded with other container processes
+            // makes a sample overrun three periods.
+            // And from this child: another test's service may have taken the port first (this
+            // one then fails to bind, and is retried).
+            if let Ok(r) = probe
+                && (r.status == 200
+                    || (r.status == 503
+                        && serde_json::from_slice::<Value>(&r.body)
+                            .is_ok_and(|h| h["status"] == "stale")))
+                && listens_on(service.child.id(), port)
             {
                 let health = r.json();
                 service.period =

@@ -13,7 +13,9 @@ use crate::cmd::{self, run_to_stderr};
 /// LLVM 22 matches the LLVM of the nightly rustc that builds the eBPF crate; bpf-linker links
 /// against it.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
-/// What bpf-linker's build needs (llvm-sys links libLLVM, libclang, polly and their libraries).
+/// What bpf-linker's build needs (llvm-sys links libLLVM, libclang, polly and their libraries),
+/// then what the end-to-end tests run: `systemd-analyze` (checks the systemd unit) and the
+/// Prometheus client's strict OpenMetrics parser (reads /metrics).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
@@ -21,6 +23,8 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "libzstd-dev",
     "libxml2-dev",
+    "systemd",
+    "python3-prometheus-client",
 ];
 /// Components of the nightly toolchain: `rust-src` for `-Z build-std=core`, `clippy` for `lint`.
 const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];
@@ -68,7 +72,8 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-/// The LLVM 22 development packages, from Debian's (or apt.llvm.org's) archive.
+/// The LLVM 22 development packages and the tests' tools, from Debian's (or apt.llvm.org's)
+/// archive.
 fn apt_packages(root: bool) -> Result<Done> {
     let llvm_config = Path::new(LLVM_PREFIX).join("bin/llvm-config");
     let mut missing = Vec::new();

@@ -9,7 +9,6 @@ pub mod v2;
 
 use std::{sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
@@ -25,14 +24,13 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 pub use error::ApiError;
 pub use guard::TokenAuth;
 
-use crate::{inventory::Inventory, metrics::HttpMetrics, sampler::Shared};
+use crate::{metrics::HttpMetrics, sampler::Shared};
 
 /// What every handler can see.
 #[derive(Clone)]
 pub struct AppState {
     pub shared: Shared,
     pub sample_period: Duration,
-    pub inventory: Arc<ArcSwap<Inventory>>,
     pub http_metrics: Arc<HttpMetrics>,
     pub host: Arc<v2::Host>,
 }

@@ -14,7 +14,7 @@ use crate::inventory::ContainerSummary;
 
 /// `GET /api/v2/containers`: every container with a listed process.
 pub async fn containers(State(state): State<AppState>) -> Json<Vec<ContainerSummary>> {
-    Json(state.inventory.load().containers.clone())
+    Json(state.shared.load().inventory.containers.clone())
 }
 
 /// `GET /api/v2/containers/{id}`: one container by a unique prefix of its id.
@@ -40,8 +40,8 @@ pub async fn processes(
 }
 
 fn resolve(state: &AppState, prefix: &str) -> Result<ContainerSummary, ApiError> {
-    let inventory = state.inventory.load();
-    match inventory.by_id_prefix(prefix).as_slice() {
+    let published = state.shared.load();
+    match published.inventory.by_id_prefix(prefix).as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(ApiError::NoSuchContainer(format!(
             "no container id starts with {prefix:?}"
@@ -83,7 +83,7 @@ pub async fn host(State(state): State<AppState>) -> Json<Host> {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state
         .http_metrics
-        .exposition(state.inventory.load().metrics());
+        .exposition(state.shared.load().inventory.metrics());
     (
         [(
             header::CONTENT_TYPE,

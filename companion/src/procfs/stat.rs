@@ -24,16 +24,29 @@ macro_rules! stat_fields {
         }
 
         impl Stat {
+            /// Parses the fields after `state`. Every kernel prints at least up to `starttime`;
+            /// the later ones are missing on old kernels and left at 0.
             fn parse_numbers<'a>(
                 stat: &mut Stat,
                 mut fields: impl Iterator<Item = &'a [u8]>,
             ) -> Result<(), ParseError> {
+                let mut required = true;
                 $(
-                    if let Some(text) = fields.next() {
-                        stat.$field = parse_number(text)
-                            .ok_or(ParseError::StatField { field: stringify!($field) })?;
+                    match fields.next() {
+                        Some(text) => {
+                            stat.$field = parse_number(text)
+                                .ok_or(ParseError::StatField { field: stringify!($field) })?;
+                        }
+                        None if required => {
+                            return Err(ParseError::StatField { field: stringify!($field) });
+                        }
+                        None => {}
+                    }
+                    if stringify!($field) == "starttime" {
+                        required = false;
                     }
                 )*
+                let _ = required;
                 Ok(())
             }
         }
@@ -246,7 +259,7 @@ mod tests {
             Err(ParseError::StatField { field: "ppid" })
         );
         assert_eq!(
-            Stat::parse(b"1 (a) S 1 1 1 1 1 -5"),
+            Stat::parse(b"1 (a) S 1 1 1 1 1 -5 0 0 0 0 0 0 0 0 0 0 0 0 0"),
             Err(ParseError::StatField { field: "flags" })
         );
     }
