@@ -16,6 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use procfs::process::MountInfo;
+
 use nix::{sys::signal::Signal, unistd::Pid as NixPid};
 
 use crate::proc::{self, Pid};
@@ -98,21 +100,15 @@ fn mounts() -> &'static Mounts {
             unified: None,
             memory: None,
         };
-        for line in text.lines() {
-            // id parent major:minor root mountpoint options [optional…] - fstype source super
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let Some(mount_point) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let mut right = right.split(' ');
-            let (fstype, super_options) = (right.next(), right.nth(1).unwrap_or(""));
-            let path = PathBuf::from(unescape_mount(mount_point));
-            match fstype {
-                Some("cgroup2") if mounts.unified.is_none() => mounts.unified = Some(path),
-                Some("cgroup") => {
-                    let has = |c: &str| super_options.split(',').any(|o| o == c);
+        for mount in text
+            .lines()
+            .filter_map(|line| MountInfo::from_line(line).ok())
+        {
+            let path = mount.mount_point;
+            match mount.fs_type.as_str() {
+                "cgroup2" if mounts.unified.is_none() => mounts.unified = Some(path),
+                "cgroup" => {
+                    let has = |c: &str| mount.super_options.contains_key(c);
                     if has("cpu") && mounts.cpu.is_none() {
                         mounts.cpu = Some(path.clone());
                     }
@@ -131,26 +127,6 @@ fn mounts() -> &'static Mounts {
         }
         mounts
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
-            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -619,6 +595,5 @@ mod tests {
         );
         assert_eq!(owner_of("companion-test-42-1-abcdef"), Some(42));
         assert_eq!(owner_of("docker"), None);
-        assert_eq!(unescape_mount(r"/a\040b"), "/a b");
     }
 }
