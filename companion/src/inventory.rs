@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, OnceLock},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -11,10 +11,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::{CgroupFs, Identity},
-    history::History,
-    metrics::{self, ProcessUse, SampleDurations},
-    sampler::SamplingStats,
-    tracker::{TrackerKind, TrackerStats},
+    history::{History, ProcessSample},
 };
 
 /// How long a container's memory limit is trusted before it is read again.
@@ -44,30 +41,17 @@ pub struct ContainerSummary {
 pub struct Inventory {
     /// Sorted by path.
     pub containers: Vec<ContainerSummary>,
-    /// What /metrics renders; `None` before the first sample.
-    exported: Option<Exported>,
-    /// The rendering, made by the first scrape after a sample and reused until the next one.
-    metrics: OnceLock<String>,
+    /// The busiest processes over the last interval (`--metrics-top-processes`), busiest first.
+    pub top: Vec<ProcessUse>,
 }
 
-/// The figures /metrics needs beyond the container summaries.
-pub struct Exported {
-    pub tracker: TrackerKind,
-    pub tracker_stats: TrackerStats,
-    pub sampling: SamplingStats,
-    pub top: Vec<ProcessUse>,
-    pub durations: SampleDurations,
+/// A process and the CPU it used over the last interval, in cores.
+pub struct ProcessUse {
+    pub process: ProcessSample,
+    pub cores: f64,
 }
 
 impl Inventory {
-    /// The sample-derived part of /metrics (OpenMetrics families, no `# EOF`).
-    pub fn metrics(&self) -> &str {
-        self.metrics.get_or_init(|| match &self.exported {
-            Some(exported) => metrics::render_samples(exported, &self.containers),
-            None => String::new(),
-        })
-    }
-
     /// Containers whose id starts with `prefix`.
     pub fn by_id_prefix(&self, prefix: &str) -> Vec<&ContainerSummary> {
         self.containers
@@ -91,7 +75,6 @@ pub struct InventoryState {
     cpu_seconds: HashMap<Arc<str>, f64>,
     limits: HashMap<Arc<str>, (Option<u64>, Instant)>,
     identities: HashMap<Arc<str>, Identity>,
-    durations: SampleDurations,
 }
 
 impl InventoryState {
@@ -102,19 +85,11 @@ impl InventoryState {
             cpu_seconds: HashMap::new(),
             limits: HashMap::new(),
             identities: HashMap::new(),
-            durations: SampleDurations::default(),
         }
     }
 
     /// The inventory of the newest sample of `history`, which has just been taken.
-    pub fn update(
-        &mut self,
-        history: &History,
-        sampling: &SamplingStats,
-        tracker: TrackerKind,
-        tracker_stats: &TrackerStats,
-    ) -> Inventory {
-        self.durations.observe(sampling.last_sample_seconds);
+    pub fn update(&mut self, history: &History) -> Inventory {
         let Some(newest) = history.newest() else {
             return Inventory::default();
         };
@@ -185,16 +160,6 @@ impl InventoryState {
         }
         top.sort_by(|a, b| b.cores.total_cmp(&a.cores));
         top.truncate(self.options.top_processes);
-        Inventory {
-            containers,
-            exported: Some(Exported {
-                tracker,
-                tracker_stats: tracker_stats.clone(),
-                sampling: sampling.clone(),
-                top,
-                durations: self.durations.snapshot(),
-            }),
-            metrics: OnceLock::new(),
-        }
+        Inventory { containers, top }
     }
 }

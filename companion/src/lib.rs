@@ -2,7 +2,9 @@
 //!
 //! Data flows one way: the [`tracker`] knows which processes exist and in which container; the
 //! [`sampler`] reads /proc for those processes every period; the [`history`] keeps the samples and
-//! computes CPU shares over them; the [`api`] answers from the history.
+//! computes CPU shares over them, the [`inventory`] sums them up per container; the [`store`]
+//! publishes all that after each sample; the [`api`] answers from the newest publication
+//! ([`metrics`] renders it for Prometheus).
 
 pub mod api;
 pub mod cgroup;
@@ -15,4 +17,5 @@ pub mod privileges;
 pub mod procfs;
 pub mod sampler;
 pub mod service;
+pub mod store;
 pub mod tracker;

@@ -10,15 +10,11 @@ use prometheus_client::{
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::{ConstGauge, Gauge},
-        histogram::Histogram,
     },
     registry::{Registry, Unit},
 };
 
-use crate::{
-    history::ProcessSample,
-    inventory::{ContainerSummary, Exported},
-};
+use crate::store::Published;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
@@ -45,48 +41,22 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
-/// Durations of samples, kept across renders.
-#[derive(Clone)]
-pub struct SampleDurations(Histogram);
-
-impl Default for SampleDurations {
-    fn default() -> Self {
-        let buckets = [
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ];
-        SampleDurations(Histogram::new(buckets))
-    }
+/// The families derived from a publication: rendered once, by its first scrape.
+pub fn of_samples(published: &Published) -> &str {
+    published.metrics.get_or_init(|| render_samples(published))
 }
 
-impl SampleDurations {
-    pub fn observe(&self, seconds: f64) {
-        self.0.observe(seconds);
-    }
-
-    /// The histogram as it is now (it shares its counts with `self`, which only grow).
-    pub fn snapshot(&self) -> SampleDurations {
-        self.clone()
-    }
-}
-
-/// A process and the CPU it used over the last interval, in cores.
-pub struct ProcessUse {
-    pub process: ProcessSample,
-    pub cores: f64,
-}
-
-/// The sample-derived families.
-pub fn render_samples(exported: &Exported, containers: &[ContainerSummary]) -> String {
+fn render_samples(published: &Published) -> String {
     let mut registry = Registry::with_prefix("companion");
-    let stats = &exported.tracker_stats;
-    let sampling = &exported.sampling;
-    let (top, durations) = (&exported.top, &exported.durations);
+    let stats = &published.tracker_stats;
+    let sampling = &published.sampling;
+    let (containers, top) = (&published.inventory.containers, &published.inventory.top);
 
     registry.register_with_unit(
         "sample_duration",
         "Time taken by one sample",
         Unit::Seconds,
-        durations.0.clone(),
+        published.durations.0.clone(),
     );
     registry.register(
         "samples",
@@ -111,7 +81,7 @@ pub fn render_samples(exported: &Exported, containers: &[ContainerSummary]) -> S
     let tracker = Family::<TrackerLabels, Gauge>::default();
     tracker
         .get_or_create(&TrackerLabels {
-            tracker: exported.tracker.to_string(),
+            tracker: published.tracker.to_string(),
         })
         .set(1);
     registry.register("tracker", "The tracker in use (value 1)", tracker);

@@ -1,4 +1,4 @@
-//! Reads /proc for the tracked processes on a fixed schedule and publishes each sample.
+//! Reads /proc for the tracked processes: one pass makes one [`Sample`].
 //!
 //! Cost per process and sample is two reads (stat and status) through descriptors kept open
 //! across samples; the command line is read when a process is first seen and again only when it
@@ -6,79 +6,19 @@
 //! the reads pid-reuse safe: a descriptor of an exited process fails with ESRCH, it never starts
 //! reading a newcomer with the same pid.
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    io,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::{collections::HashMap, fs::File, io, sync::Arc, time::SystemTime};
 
-use arc_swap::ArcSwap;
-use serde::Serialize;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::{
     cgroup::Naming,
-    history::{Departed, History, ProcessInfo, ProcessSample, Sample, Sampled},
-    inventory::{Inventory, InventoryState},
+    history::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, container_of, has_cmdline,
         render_cmdline,
     },
-    tracker::{Stop, Tracked, Tracker, TrackerKind, TrackerStats},
+    tracker::{Tracked, Tracker},
 };
-
-/// What the sampler publishes for the API, replaced whole after every sample.
-#[derive(Clone)]
-pub struct Published {
-    pub history: History,
-    pub tracker: TrackerKind,
-    pub tracker_stats: TrackerStats,
-    pub sampling: SamplingStats,
-    /// Per-container figures of the newest sample.
-    pub inventory: Arc<Inventory>,
-}
-
-/// How the schedule is kept.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SamplingStats {
-    pub samples_taken: u64,
-    /// Scheduled samples skipped because the previous one overran its period.
-    pub samples_slipped: u64,
-    /// Duration of the newest sample.
-    pub last_sample_seconds: f64,
-    /// Container processes in the newest sample.
-    pub tracked_processes: usize,
-    /// Containers in the newest sample.
-    pub containers: usize,
-    /// Processes whose files are read through descriptors kept open.
-    pub open_descriptors: usize,
-}
-
-/// The newest publication, swapped atomically by the sampler.
-pub struct Store {
-    current: ArcSwap<Published>,
-}
-
-impl Store {
-    pub fn new(first: Published) -> Store {
-        Store {
-            current: ArcSwap::from_pointee(first),
-        }
-    }
-
-    pub fn load(&self) -> Arc<Published> {
-        self.current.load_full()
-    }
-
-    fn publish(&self, next: Published) {
-        self.current.store(Arc::new(next));
-    }
-}
-
-/// The store, shared by the sampler and its readers.
-pub type Shared = Arc<Store>;
 
 /// A process as the sampler last read it.
 struct Cached {
@@ -523,89 +463,14 @@ fn invalid(err: ParseError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
-/// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at
-/// start + n × period) until `stop` is raised. A sample that overruns makes the schedule skip
-/// the ticks it covered; they are counted as slipped.
-pub fn run(
-    mut sampler: Sampler,
-    mut tracker: Box<dyn Tracker>,
-    mut inventory: InventoryState,
-    shared: Shared,
-    period: Duration,
-    stop: Arc<Stop>,
-) {
-    let start = Instant::now();
-    let mut tick: u32 = 1;
-    while tracker.wait_until(start + period * tick, &stop) {
-        let began = Instant::now();
-        let sample = sampler.sample(tracker.as_mut());
-        let took = began.elapsed();
-        let next = (start.elapsed().as_nanos() / period.as_nanos()) as u32 + 1;
-        let slipped = u64::from(next.saturating_sub(tick + 1));
-        if slipped > 0 {
-            warn!(
-                slipped,
-                ?took,
-                "sampling overran its period; skipping to the next tick"
-            );
-        }
-        match sample {
-            Ok(sample) => publish(
-                &shared,
-                &sampler,
-                tracker.as_ref(),
-                &mut inventory,
-                sample,
-                took,
-                slipped,
-            ),
-            Err(err) => warn!("sample failed: {err:#}"),
-        }
-        tick = next;
-    }
-    info!("sampler stopped");
-}
-
-/// Appends `sample` to the published history, with its inventory.
-pub fn publish(
-    shared: &Shared,
-    sampler: &Sampler,
-    tracker: &dyn Tracker,
-    inventory: &mut InventoryState,
-    sample: Sample,
-    took: Duration,
-    slipped: u64,
-) {
-    let current = shared.load();
-    let sampling = SamplingStats {
-        samples_taken: current.sampling.samples_taken + 1,
-        samples_slipped: current.sampling.samples_slipped + slipped,
-        last_sample_seconds: took.as_secs_f64(),
-        tracked_processes: sample.processes().len(),
-        containers: sample
-            .containers()
-            .filter(|(_, processes, _)| !processes.is_empty())
-            .count(),
-        open_descriptors: sampler.open_descriptors(),
-    };
-    let history = current.history.with(sample);
-    let tracker_stats = tracker.stats();
-    let inventory = inventory.update(&history, &sampling, tracker.kind(), &tracker_stats);
-    shared.publish(Published {
-        history,
-        tracker: tracker.kind(),
-        tracker_stats,
-        sampling,
-        inventory: Arc::new(inventory),
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use std::{fs, path::Path};
 
+    use std::time::Instant;
+
     use super::*;
-    use crate::tracker::{Exit, Processes};
+    use crate::tracker::{Exit, Processes, Stop, TrackerKind, TrackerStats};
 
     /// A tracker that returns what the test says.
     #[derive(Default)]

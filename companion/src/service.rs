@@ -19,14 +19,14 @@ use crate::{
     },
     cgroup::{self, CgroupFs, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
-    history::History,
     inventory::{InventoryOptions, InventoryState},
     metrics::HttpMetrics,
     privileges,
     procfs::ProcRoot,
-    sampler::{self, Published, Sampler, SamplerOptions, SamplingStats, Shared, Store},
+    sampler::{Sampler, SamplerOptions},
+    store::{Pipeline, Store},
     tracker::{
-        Stop, Tracker, TrackerKind, TrackerStats,
+        Stop, Tracker, TrackerKind,
         ebpf::{self, EbpfOptions},
         fallback::Fallback,
         procscan::ProcScan,
@@ -53,7 +53,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
     let (admission, server_options) = http_options(&args.http)?;
-    let mut tracker = choose_tracker(&args, &root, hierarchy)?;
+    let tracker = choose_tracker(&args, &root, hierarchy)?;
     let budget = descriptor_budget();
 
     // Bind before the first sample so a port in use fails fast; accept only after it.
@@ -69,30 +69,41 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     privileges::keep_only(&privileges::needed(tracker.kind()))?;
 
     let host = Arc::new(host_facts(&root, &args)?);
-    let mut sampler = Sampler::new(SamplerOptions {
-        root: root.clone(),
-        naming: hierarchy.naming(),
-        descriptor_budget: budget,
-        cmdline: args.cmdline,
-    });
-    let mut inventory = InventoryState::new(InventoryOptions {
-        cgroups: CgroupFs::discover(),
-        top_processes: args.metrics_top_processes,
-        ticks_per_second: host.clock_ticks_per_second,
-    });
-    let shared = first_sample(
-        &mut sampler,
-        &mut tracker,
-        &mut inventory,
-        args.history as usize,
-    )?;
+    let mut pipeline = Pipeline {
+        sampler: Sampler::new(SamplerOptions {
+            root: root.clone(),
+            naming: hierarchy.naming(),
+            descriptor_budget: budget,
+            cmdline: args.cmdline,
+        }),
+        inventory: InventoryState::new(InventoryOptions {
+            cgroups: CgroupFs::discover(),
+            top_processes: args.metrics_top_processes,
+            ticks_per_second: host.clock_ticks_per_second,
+        }),
+        tracker,
+    };
+    // The first sample is published before the API accepts anyone: no empty history is seen.
+    let shared = Store::new(args.history as usize, pipeline.tracker.kind());
+    let began = Instant::now();
+    pipeline
+        .sample_and_publish(&shared, 0)
+        .context("first sample")?;
+    let first = shared.load();
+    info!(
+        processes = first.sampling.tracked_processes,
+        containers = first.sampling.containers,
+        took = ?began.elapsed(),
+        "first sample taken"
+    );
+    drop(first);
 
     let stop = Arc::new(Stop::default());
     let sampling = {
         let (shared, stop, period) = (shared.clone(), stop.clone(), args.sample_period);
         std::thread::Builder::new()
             .name("sampler".into())
-            .spawn(move || sampler::run(sampler, tracker, inventory, shared, period, stop))
+            .spawn(move || pipeline.run(shared, period, stop))
             .context("cannot start the sampler thread")?
     };
 
@@ -267,42 +278,6 @@ fn descriptor_budget() -> usize {
     }
     let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
     (current.saturating_sub(DESCRIPTOR_RESERVE) / 2) as usize
-}
-
-/// Takes the first sample, so the API never answers from an empty history.
-fn first_sample(
-    sampler: &mut Sampler,
-    tracker: &mut Box<dyn Tracker>,
-    inventory: &mut InventoryState,
-    history: usize,
-) -> anyhow::Result<Shared> {
-    let began = Instant::now();
-    let sample = sampler.sample(tracker.as_mut()).context("first sample")?;
-    let shared: Shared = Arc::new(Store::new(Published {
-        history: History::new(history),
-        tracker: tracker.kind(),
-        tracker_stats: TrackerStats::default(),
-        sampling: SamplingStats::default(),
-        inventory: Default::default(),
-    }));
-    let took = began.elapsed();
-    sampler::publish(
-        &shared,
-        sampler,
-        tracker.as_ref(),
-        inventory,
-        sample,
-        took,
-        0,
-    );
-    let published = shared.load();
-    info!(
-        processes = published.sampling.tracked_processes,
-        containers = published.sampling.containers,
-        ?took,
-        "first sample taken"
-    );
-    Ok(shared)
 }
 
 async fn shutdown_signal() {

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::{
-    sampler::SamplingStats,
+    store::SamplingStats,
     tracker::{TrackerKind, TrackerStats},
 };
 

@@ -24,7 +24,7 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 pub use error::ApiError;
 pub use guard::TokenAuth;
 
-use crate::{metrics::HttpMetrics, sampler::Shared};
+use crate::{metrics::HttpMetrics, store::Shared};
 
 /// What every handler can see.
 #[derive(Clone)]

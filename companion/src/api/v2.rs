@@ -83,7 +83,7 @@ pub async fn host(State(state): State<AppState>) -> Json<Host> {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state
         .http_metrics
-        .exposition(state.shared.load().inventory.metrics());
+        .exposition(crate::metrics::of_samples(&state.shared.load()));
     (
         [(
             header::CONTENT_TYPE,
