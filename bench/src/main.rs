@@ -1,10 +1,12 @@
 //! `companion-bench`: measurements of the companion service on a simulated dense host.
 //!
 //! A small dispatcher: each subcommand lives in its own module. `bench` is the density
-//! benchmark (see `bench/mod.rs`); `busy-worker` is the process the benchmark starts for "busy"
-//! container processes and is not meant to be run by hand.
+//! benchmark (see `bench/mod.rs`); `soak` is the soak test (see `soak/mod.rs`), which reuses the
+//! benchmark's host, service, HTTP and cleanup pieces; `busy-worker` is the process the
+//! benchmark starts for "busy" container processes and is not meant to be run by hand.
 
 mod bench;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,14 @@ enum Command {
     /// docs/bench-cost.svg.
     Bench(Box<bench::BenchArgs>),
 
+    /// The soak test: the service under sustained process churn (hundreds of processes started
+    /// and exited per second across hundreds of containers, moves between containers,
+    /// containers removed and created) and API load for --minutes; then checks no crash, no
+    /// answer outside the specified ones, RSS back to its level before the churn, and the
+    /// tracked set equal to a /proc scan. Prints PASS/FAIL per check; non-zero exit on any
+    /// FAIL. Needs root.
+    Soak(Box<soak::SoakArgs>),
+
     /// A container process that uses a little CPU: spins for `--work` every `--every`.
     #[command(hide = true)]
     BusyWorker(bench::host::BusyArgs),
@@ -37,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(*args),
+        Command::Soak(args) => soak::run(*args),
         Command::BusyWorker(args) => bench::host::busy_worker(&args),
     };
     match result {

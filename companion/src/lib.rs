@@ -6,6 +6,7 @@
 //! publishes all that after each sample; the [`api`] answers from the newest publication
 //! ([`metrics`] renders it for Prometheus).
 
+pub mod allocator;
 pub mod api;
 pub mod cgroup;
 pub mod cli;

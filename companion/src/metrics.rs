@@ -217,13 +217,37 @@ impl HttpMetrics {
             .inc();
     }
 
-    /// The whole exposition: the background part, the live counters, the end marker.
+    /// The whole exposition: the background part, the live counters and heap figures, the end
+    /// marker.
     pub fn exposition(&self, from_samples: &str) -> String {
         let mut out = String::with_capacity(from_samples.len() + 1024);
         out.push_str(from_samples);
         let _ = text::encode_registry(&mut out, &self.registry);
+        if let Some(heap) = heap_registry() {
+            let _ = text::encode_registry(&mut out, &heap);
+        }
         let _ = text::encode_eof(&mut out);
         let _ = out.write_str("");
         out
     }
+}
+
+/// The allocator's figures, read at each scrape: what the service holds (allocated) against
+/// what that costs in memory (resident), so a growing RSS can be told apart from a leak.
+fn heap_registry() -> Option<Registry> {
+    let heap = crate::allocator::heap_figures()?;
+    let mut registry = Registry::with_prefix("companion");
+    registry.register_with_unit(
+        "heap_allocated",
+        "Heap bytes in live allocations of the service (jemalloc stats.allocated)",
+        Unit::Bytes,
+        ConstGauge::new(heap.allocated as i64),
+    );
+    registry.register_with_unit(
+        "heap_resident",
+        "Resident bytes of the heap: live allocations, allocator metadata, partly used slabs and free pages not yet returned (jemalloc stats.resident)",
+        Unit::Bytes,
+        ConstGauge::new(heap.resident as i64),
+    );
+    Some(registry)
 }

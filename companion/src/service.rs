@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
+    allocator,
     api::v2::Host,
     api::{
         self, Admission, AppState, TokenAuth,
@@ -97,6 +98,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         "first sample taken"
     );
     drop(first);
+    // Start-up (BTF, loading the programs, seeding) is done with its allocations.
+    allocator::release_freed();
 
     let stop = Arc::new(Stop::default());
     let sampling = {

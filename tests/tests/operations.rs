@@ -411,6 +411,8 @@ fn metrics_families_and_types() {
         ("companion_container_cpu_seconds", "counter", "seconds"),
         ("companion_container_memory_rss_bytes", "gauge", "bytes"),
         ("companion_http_requests", "counter", ""),
+        ("companion_heap_allocated_bytes", "gauge", "bytes"),
+        ("companion_heap_resident_bytes", "gauge", "bytes"),
     ] {
         let family = e2.expect(name);
         assert_eq!(
@@ -494,6 +496,13 @@ fn metrics_families_and_types() {
     assert!(e2.value("companion_tracked_processes", &[]).unwrap() >= 2.0);
     assert!(e2.value("companion_containers", &[]).unwrap() >= 1.0);
     assert_eq!(e2.value("companion_degraded", &[]), Some(0.0));
+    // The allocator's figures: live bytes are some, and never more than the resident pages.
+    let allocated = e2.value("companion_heap_allocated_bytes", &[]).unwrap();
+    let resident = e2.value("companion_heap_resident_bytes", &[]).unwrap();
+    assert!(
+        allocated > 0.0 && allocated <= resident,
+        "heap allocated {allocated}, resident {resident}"
+    );
     let tracker = e2.expect("companion_tracker");
     assert_eq!(tracker.samples.len(), 1, "{:?}", tracker.samples);
     assert_eq!(

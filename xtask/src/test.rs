@@ -7,9 +7,11 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{build, cmd, lint, setup};
+use crate::{bench, build, cmd, lint, setup};
 
-/// setup → lint → release build → `cargo test --workspace --release EXTRA`, then a summary.
+/// setup → lint → release build → `cargo test --workspace --release EXTRA` → a short soak of
+/// each tracker (`companion-bench soak --quick`, about a minute and a half each; skipped when EXTRA filters
+/// the tests), then a summary.
 ///
 /// A lint failure does not stop the run (the tests still say something), but it fails it; a
 /// failed setup or build stops it.
@@ -44,6 +46,18 @@ fn run_phases(phases: &mut Phases, extra: &[OsString]) -> Result<()> {
             .env("COMPANION_BIN", &bin),
         )
     });
+    // A filtered run (extra arguments) is someone iterating on some tests: no soak then.
+    if extra.is_empty() {
+        for (phase, tracker) in [("soak ebpf", "ebpf"), ("soak procfs", "procfs")] {
+            let _ = phases.run(phase, || {
+                // 30 s of churn on a ~15 MB service: its RSS moves by a few percent with the
+                // binary's pages and the allocator's slabs; 15 % keeps this a test of leaks, not
+                // of that noise. The reported 10-minute soak uses the default 10 %.
+                let args = ["--quick", "--tracker", tracker, "--rss-tolerance", "15"];
+                bench::run_companion_bench(&bin, "soak", &args.map(OsString::from))
+            });
+        }
+    }
     Ok(())
 }
 
@@ -76,8 +90,8 @@ impl Phases {
         eprintln!("\n==> summary");
         for (name, ok, elapsed) in &self.0 {
             let outcome = if *ok { "ok" } else { "FAILED" };
-            eprintln!("  {name:<6} {outcome:<7} {:>7.1}s", elapsed.as_secs_f64());
+            eprintln!("  {name:<11} {outcome:<7} {:>7.1}s", elapsed.as_secs_f64());
         }
-        eprintln!("  {:<6} {:<7} {:>7.1}s", "total", "", total.as_secs_f64());
+        eprintln!("  {:<11} {:<7} {:>7.1}s", "total", "", total.as_secs_f64());
     }
 }

@@ -5,7 +5,9 @@
 //! never reaped while registered. Whoever wants to end processes first *takes* them out of the
 //! registry (under its lock), then kills and reaps them. A pid is therefore only ever signalled
 //! while it still names our own unreaped child (a zombie keeps its pid), never a stranger that
-//! reused it.
+//! reused it. Processes we did not spawn ourselves but that live in our cgroups (children of our
+//! children) are ended through a pidfd after checking that they are still in the cgroup
+//! ([`kill_members`]).
 //!
 //! Interruption: SIGINT, SIGTERM and SIGHUP only count (async-signal-safe). The benchmark checks
 //! [`check`] at every wait and unwinds normally, cleaning up on the way. A watchdog thread
@@ -196,19 +198,89 @@ pub fn remove_cgroups(dirs: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A cgroup whose last process was just reaped can stay busy for a moment.
+/// A cgroup whose last process was just reaped can stay busy for a moment. One still holding
+/// processes the registry does not own (children of our children, orphaned when their parent
+/// was killed) has them killed, once, by verified pid ([`kill_members`]).
 fn rmdir_retrying(dir: &Path) -> std::io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(3);
+    let mut killed = false;
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                if !killed && !members(dir).is_empty() {
+                    kill_members(dir);
+                    killed = true;
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(err) => return Err(err),
         }
     }
+}
+
+/// Removes one cgroup directory now, without waiting: Ok(true) when it is gone (and no longer
+/// registered), Ok(false) while it is busy.
+pub fn try_remove_cgroup(dir: &Path) -> std::io::Result<bool> {
+    match fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == ErrorKind::NotFound => {}
+        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => return Ok(false),
+        Err(err) => return Err(err),
+    }
+    registry().cgroups.retain(|d| d != dir);
+    Ok(true)
+}
+
+/// The pids in a cgroup's `cgroup.procs`.
+fn members(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// SIGKILLs every process in one of our cgroups, by pid, without ever signalling a stranger:
+/// each pid is pinned with a pidfd first, then the cgroup is read again and only pids still
+/// listed in it are signalled through their pidfd (a pid that was reused between the two reads
+/// names a process outside the cgroup, or one inside it, which is ours to end too). Registered
+/// children signalled this way stay registered and are reaped by their owner; the others are
+/// reaped by their own parent or init. Returns how many were signalled.
+pub fn kill_members(dir: &Path) -> usize {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut pinned: Vec<(u32, OwnedFd)> = Vec::new();
+    for pid in members(dir) {
+        // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor owned by nobody else.
+            pinned.push((pid, unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+        }
+    }
+    let still = members(dir);
+    let mut signalled = 0;
+    for (pid, fd) in pinned {
+        if !still.contains(&pid) {
+            continue;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal on a pidfd we hold; no siginfo.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 {
+            signalled += 1;
+        }
+    }
+    signalled
 }
 
 /// Writes a sysctl (a file under /proc/sys), remembering the old value for [`cleanup_all`].

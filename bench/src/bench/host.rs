@@ -36,6 +36,18 @@ pub struct CgroupMount {
 }
 
 impl CgroupMount {
+    /// The mount, swept of earlier runs' leftovers, and this run's own base cgroup in it
+    /// (`companion-bench-<pid>`, registered for cleanup).
+    pub fn with_own_base() -> anyhow::Result<(CgroupMount, PathBuf)> {
+        let mount = CgroupMount::find()?;
+        sweep_leftovers(&mount);
+        let base = mount
+            .path
+            .join(format!("companion-bench-{}", std::process::id()));
+        cleanup::create_cgroup(&base)?;
+        Ok((mount, base))
+    }
+
     /// The hierarchy that names containers, as the service picks it by default: the v1
     /// hierarchy with the `cpu` controller when there is one, else cgroup v2. Found in
     /// /proc/self/mountinfo, never assumed.
@@ -199,12 +211,7 @@ pub struct Host {
 
 impl Host {
     pub fn new(options: HostOptions) -> anyhow::Result<Host> {
-        let mount = CgroupMount::find()?;
-        sweep_leftovers(&mount);
-        let base = mount
-            .path
-            .join(format!("companion-bench-{}", std::process::id()));
-        cleanup::create_cgroup(&base)?;
+        let (mount, base) = CgroupMount::with_own_base()?;
         let docker = base.join("docker");
         cleanup::create_cgroup(&docker)?;
         let root_procs = (mount.own_cgroup() != "/").then(|| mount.path.join("cgroup.procs"));
@@ -420,7 +427,7 @@ impl Drop for Host {
     }
 }
 
-fn open_procs(path: &Path) -> anyhow::Result<File> {
+pub(crate) fn open_procs(path: &Path) -> anyhow::Result<File> {
     OpenOptions::new()
         .write(true)
         .open(path)

@@ -451,21 +451,12 @@ impl PointResult {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let result = bench(args);
-    if cleanup::interrupted() {
-        // Cleanup ran on the way out (guards); whatever failed after the signal is moot.
-        bail!("interrupted; everything the benchmark started was cleaned up");
-    }
-    result
+    end(bench(args))
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(&args)?;
-    check_root()?;
-    cleanup::install_signal_handlers()?;
-    let _guard = cleanup::Guard;
-    fs::create_dir_all(&settings.work_dir)
-        .with_context(|| format!("creating {}", settings.work_dir.display()))?;
+    let _guard = begin(&settings.work_dir)?;
     let began = Instant::now();
     let machine = report::Machine::probe();
     let plan = settings.plan();
@@ -610,12 +601,26 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_root() -> anyhow::Result<()> {
+/// What both the benchmark and the soak do first: check for root, count signals instead of
+/// dying of them, create the work directory. Everything is undone when the guard drops.
+pub(crate) fn begin(work_dir: &Path) -> anyhow::Result<cleanup::Guard> {
     // SAFETY: plain libc call.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark needs root: it creates cgroups and the service loads eBPF");
+        bail!("needs root: it creates cgroups and the service loads eBPF");
     }
-    Ok(())
+    cleanup::install_signal_handlers()?;
+    let guard = cleanup::Guard;
+    fs::create_dir_all(work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    Ok(guard)
+}
+
+/// The result of a run, or that it was interrupted (its guards cleaned up on the way out, and
+/// whatever failed after the signal is moot).
+pub(crate) fn end(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if cleanup::interrupted() {
+        bail!("interrupted; everything the run started was cleaned up");
+    }
+    result
 }
 
 /// Raises kernel.pid_max when the plan's peak would crowd it.
@@ -701,6 +706,7 @@ fn run_service(
         sample_period: settings.period,
         history: settings.history,
         log_path,
+        extra_args: &[],
     }) {
         Ok(service) => service,
         Err(err) if !cleanup::interrupted() => return Ok(Err(format!("{err:#}"))),

@@ -75,6 +75,8 @@ pub struct ServiceOptions<'a> {
     pub sample_period: Duration,
     pub history: u32,
     pub log_path: PathBuf,
+    /// More service flags, after the ones above.
+    pub extra_args: &'a [String],
 }
 
 impl Service {
@@ -97,6 +99,7 @@ impl Service {
             "--log-format",
             "json",
         ])
+        .args(options.extra_args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -133,11 +136,7 @@ impl Service {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {}
             }
             if let Some(status) = cleanup::try_reap(pid) {
-                let how = if libc::WIFEXITED(status) {
-                    format!("exit code {}", libc::WEXITSTATUS(status))
-                } else {
-                    format!("signal {}", libc::WTERMSIG(status))
-                };
+                let how = describe_status(status);
                 bail!(
                     "the service exited during start-up ({how}); its log {}:\n{}",
                     service.log_path.display(),
@@ -154,32 +153,70 @@ impl Service {
     }
 
     /// SIGTERM, up to 10 s for a clean exit, then SIGKILL.
-    pub fn stop(mut self) -> LogSummary {
+    pub fn stop(self) -> LogSummary {
+        self.stop_with_status().0
+    }
+
+    /// [`Service::stop`], also telling how the service ended: its wait status after SIGTERM,
+    /// `Stopped::Killed` when it had to be SIGKILLed, `Stopped::AlreadyReaped` when it was no
+    /// longer ours to stop (someone reaped it before).
+    pub fn stop_with_status(mut self) -> (LogSummary, Stopped) {
         let owned = cleanup::take_pids(&[self.pid]);
+        let mut stopped = Stopped::AlreadyReaped;
         if !owned.is_empty() {
             // SAFETY: our own unreaped child (taken from the registry above).
             unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let began = Instant::now();
+            let deadline = began + Duration::from_secs(10);
             let mut status = 0;
             loop {
                 // SAFETY: plain syscall.
                 let got =
                     unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
                 if got != 0 {
+                    stopped = Stopped::Exited {
+                        status,
+                        after: began.elapsed(),
+                    };
                     break;
                 }
                 if Instant::now() > deadline {
                     eprintln!("  warning: the service ignored SIGTERM for 10 s; killing it");
                     cleanup::kill_and_reap(&owned, libc::SIGKILL);
+                    stopped = Stopped::Killed;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        self.log_thread
+        let log = self
+            .log_thread
             .take()
             .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (log, stopped)
+    }
+}
+
+/// How [`Service::stop_with_status`] ended the service.
+#[derive(Clone, Copy, Debug)]
+pub enum Stopped {
+    /// It exited after SIGTERM with this wait status, after this long.
+    Exited { status: i32, after: Duration },
+    /// It ignored SIGTERM for 10 s and was SIGKILLed.
+    Killed,
+    /// It had been reaped already (it died earlier).
+    AlreadyReaped,
+}
+
+/// A wait status in words: `exit code N` or `signal N`.
+pub fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit code {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status:#x}")
     }
 }
 
@@ -255,11 +292,15 @@ pub fn ticks_per_second() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
-/// VmHWM and VmRSS of a process, in kB.
+/// The memory of a process from /proc/PID/status, in kB, and its thread count.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {
     pub hwm_kb: u64,
+    /// VmRSS: anonymous + file-backed + shared memory.
     pub rss_kb: u64,
+    pub anon_kb: u64,
+    pub file_kb: u64,
+    pub threads: u64,
 }
 
 pub fn memory(pid: u32) -> anyhow::Result<Memory> {
@@ -275,6 +316,9 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     Ok(Memory {
         hwm_kb: field("VmHWM:"),
         rss_kb: field("VmRSS:"),
+        anon_kb: field("RssAnon:"),
+        file_kb: field("RssFile:"),
+        threads: field("Threads:"),
     })
 }
 
