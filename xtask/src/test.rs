@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use crate::{bench, build, cmd, lint, setup};
 
 /// setup → lint → release build → `cargo test --workspace --release EXTRA` → a short soak of
-/// each tracker (`companion-bench soak --quick`, about a minute and a half each; skipped when EXTRA filters
+/// each tracker (`companion-bench soak --quick`, about two minutes each; skipped when EXTRA filters
 /// the tests), then a summary.
 ///
 /// A lint failure does not stop the run (the tests still say something), but it fails it; a
@@ -50,10 +50,7 @@ fn run_phases(phases: &mut Phases, extra: &[OsString]) -> Result<()> {
     if extra.is_empty() {
         for (phase, tracker) in [("soak ebpf", "ebpf"), ("soak procfs", "procfs")] {
             let _ = phases.run(phase, || {
-                // 30 s of churn on a ~15 MB service: its RSS moves by a few percent with the
-                // binary's pages and the allocator's slabs; 15 % keeps this a test of leaks, not
-                // of that noise. The reported 10-minute soak uses the default 10 %.
-                let args = ["--quick", "--tracker", tracker, "--rss-tolerance", "15"];
+                let args = ["--quick", "--tracker", tracker];
                 bench::run_companion_bench(&bin, "soak", &args.map(OsString::from))
             });
         }

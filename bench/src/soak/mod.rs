@@ -57,8 +57,8 @@ within --rss-tolerance of before, the tracked set equal to a /proc scan. Each ch
 with PASS or FAIL; any FAIL makes the exit status non-zero.
 
 Examples:
-  cargo xtask soak --minutes 10                      # the default soak, about 15 minutes
-  cargo xtask soak --quick                           # CI: about a minute and a half
+  cargo xtask soak --minutes 10                      # the default soak, about 18 minutes
+  cargo xtask soak --quick                           # CI: about two minutes
   cargo xtask soak --minutes 30 --tracker procfs
   cargo xtask soak --minutes 0.5 --history 20 --sample-period 250ms --churn-rate 500
 
@@ -119,11 +119,13 @@ pub struct SoakArgs {
     /// which RSS (median of readings) and CPU are measured [20s] (quick: 8s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub baseline: Option<Duration>,
-    /// Churn before the baseline window, then a drain [30s] (quick: 20s); 0 disables it. An
-    /// allocator takes its share of memory for a workload the first time it sees it (slabs
-    /// partly filled by objects that outlive the churn, metadata) and then reuses it: with the
-    /// warm-up, "before" is that steady state and before/after compares growth, i.e. leaks.
-    /// The RSS before the warm-up ("cold") is reported too.
+    /// Churn before the baseline window, then a drain; 0 disables it [the longer of history ×
+    /// period and the time the turnover takes to replace every container, plus 30s] (quick:
+    /// plus 15s). An allocator keeps part of the memory of a workload's peak, and slabs stay
+    /// partly filled by long-lived objects allocated amid churn; it reuses that memory later.
+    /// With a warm-up that reaches both (a full history of churn-era samples, every container
+    /// replaced once), "before" is that steady state and before/after measures growth, i.e.
+    /// leaks. The RSS before the warm-up ("cold") is reported too.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub warmup: Option<Duration>,
     /// The RSS after the churn must be at most this many percent above the RSS before.
@@ -143,7 +145,7 @@ pub struct SoakArgs {
     /// Where the service's log goes [/tmp/companion-soak-<pid>].
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// A CI run of about a minute and a half: 30 s of churn, history 20 at 250 ms (see the marks above).
+    /// A CI run of about two minutes: 30 s of churn, history 20 at 250 ms (see the marks above).
     #[arg(long)]
     pub quick: bool,
 }
@@ -244,9 +246,17 @@ impl Settings {
             baseline: args
                 .baseline
                 .unwrap_or(Duration::from_secs(if q { 8 } else { 20 })),
-            warmup: args
-                .warmup
-                .unwrap_or(Duration::from_secs(if q { 20 } else { 30 })),
+            // Until the history is full of churn-era samples (the churn's peak footprint) and
+            // every container has been replaced once (its long-lived process then lives in
+            // memory allocated amid churn): the allocator's state after any longer churn.
+            warmup: args.warmup.unwrap_or_else(|| {
+                let replaced = if turnover > 0.0 {
+                    Duration::from_secs_f64((60.0 * cgroups as f64 / turnover).min(3600.0))
+                } else {
+                    Duration::ZERO
+                };
+                (period * history).max(replaced) + Duration::from_secs(if q { 15 } else { 30 })
+            }),
             rss_tolerance: args.rss_tolerance,
             grace: args.grace.unwrap_or(period * 3 + Duration::from_secs(1)),
             service_args: args.service_arg.clone(),
@@ -675,8 +685,13 @@ fn phases(
     })?;
     figures.full_history_secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "  history full after {:.1}s; baseline window {}",
+        "  history full after {:.1}s; {} window {}",
         figures.full_history_secs,
+        if settings.warmup.is_zero() {
+            "baseline"
+        } else {
+            "cold"
+        },
         humantime::format_duration(settings.baseline)
     );
     if !settings.warmup.is_zero() {
