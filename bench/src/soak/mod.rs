@@ -319,6 +319,18 @@ impl Span {
     }
 }
 
+/// A measuring window: its span, the medians of the RSS readings within it (kB), and the
+/// allocator's figures at its end.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub span: Span,
+    pub rss_kb: Option<u64>,
+    /// The anonymous part of RSS (the heap; file-backed pages of the binary come and go with
+    /// the page cache).
+    pub anon_kb: Option<u64>,
+    pub heap: Option<Heap>,
+}
+
 fn own_cpu() -> f64 {
     let secs = |who| {
         // SAFETY: getrusage fills the struct.
@@ -407,30 +419,19 @@ pub struct Figures {
     pub setup_secs: f64,
     pub startup_secs: f64,
     pub full_history_secs: f64,
-    /// The window after the history first filled, before any churn.
-    pub cold: Option<Span>,
-    pub baseline: Option<Span>,
+    /// The window after the history first filled, before any churn; the baseline ("before")
+    /// window; the window after the churn.
+    pub cold: Option<Window>,
+    pub baseline: Option<Window>,
     pub churn: Option<Span>,
     pub drain_secs: f64,
-    pub after: Option<Span>,
+    pub after: Option<Window>,
     pub health_baseline_end: Option<Health>,
     pub health_churn_start: Option<Health>,
     pub health_churn_end: Option<Health>,
     pub health_end: Option<Health>,
-    pub rss_cold_kb: Option<u64>,
-    pub anon_cold_kb: Option<u64>,
-    pub heap_cold: Option<Heap>,
     /// The warm-up churn and drain took this long (0: none).
     pub warmup_secs: f64,
-    pub rss_before_kb: Option<u64>,
-    pub rss_after_kb: Option<u64>,
-    /// The anonymous part of RSS (the heap; file-backed pages of the binary come and go with
-    /// the page cache).
-    pub anon_before_kb: Option<u64>,
-    pub anon_after_kb: Option<u64>,
-    /// The allocator's figures at the end of the baseline and of the after window.
-    pub heap_before: Option<Heap>,
-    pub heap_after: Option<Heap>,
     pub hwm_kb: Option<u64>,
     pub host: HostStats,
     pub load: Option<LoadResult>,
@@ -658,6 +659,20 @@ fn phases(
         }
         Ok(())
     };
+    // Waits one --baseline window and measures it.
+    let window = || -> anyhow::Result<Window> {
+        let from = Clock::now(pid);
+        wait(settings.baseline)?;
+        let to = Clock::now(pid);
+        let median =
+            |figure: fn(&monitor::Reading) -> u64| lock(observed).median(from.at, to.at, figure);
+        Ok(Window {
+            span: Span { from, to },
+            rss_kb: median(|r| r.rss_kb),
+            anon_kb: median(|r| r.anon_kb),
+            heap: scrape_heap(rt, &mut Conn::new(service.addr)),
+        })
+    };
     // Polls /healthz until `done`.
     let mut wait_health =
         |what: &str, timeout: Duration, done: &dyn Fn(&Health) -> bool| -> anyhow::Result<Health> {
@@ -695,13 +710,7 @@ fn phases(
         humantime::format_duration(settings.baseline)
     );
     if !settings.warmup.is_zero() {
-        let from = Clock::now(pid);
-        wait(settings.baseline)?;
-        let to = Clock::now(pid);
-        figures.cold = Some(Span { from, to });
-        figures.rss_cold_kb = lock(observed).median(from.at, to.at, |r| r.rss_kb);
-        figures.anon_cold_kb = lock(observed).median(from.at, to.at, |r| r.anon_kb);
-        figures.heap_cold = scrape_heap(rt, &mut Conn::new(service.addr));
+        figures.cold = Some(window()?);
 
         phase.set(Phase::Warmup);
         eprintln!(
@@ -732,13 +741,7 @@ fn phases(
             humantime::format_duration(settings.baseline)
         );
     }
-    let from = Clock::now(pid);
-    wait(settings.baseline)?;
-    let to = Clock::now(pid);
-    figures.baseline = Some(Span { from, to });
-    figures.rss_before_kb = lock(observed).median(from.at, to.at, |r| r.rss_kb);
-    figures.anon_before_kb = lock(observed).median(from.at, to.at, |r| r.anon_kb);
-    figures.heap_before = scrape_heap(rt, &mut Conn::new(service.addr));
+    figures.baseline = Some(window()?);
     figures.health_baseline_end =
         Some(wait_health("/healthz", Duration::from_secs(30), &|_| true)?);
 
@@ -788,12 +791,6 @@ fn phases(
         figures.drain_secs,
         humantime::format_duration(settings.baseline)
     );
-    let from = Clock::now(pid);
-    wait(settings.baseline)?;
-    let to = Clock::now(pid);
-    figures.after = Some(Span { from, to });
-    figures.rss_after_kb = lock(observed).median(from.at, to.at, |r| r.rss_kb);
-    figures.anon_after_kb = lock(observed).median(from.at, to.at, |r| r.anon_kb);
-    figures.heap_after = scrape_heap(rt, &mut Conn::new(service.addr));
+    figures.after = Some(window()?);
     Ok(())
 }

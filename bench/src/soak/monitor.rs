@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::bench::{
-    cleanup,
+    cleanup, floor,
     http::Conn,
     service::{self, Health},
 };
@@ -81,17 +81,13 @@ pub struct Observed {
 impl Observed {
     /// Median of one figure (kB) over the readings within [from, to].
     pub fn median(&self, from: Instant, to: Instant, figure: fn(&Reading) -> u64) -> Option<u64> {
-        let mut v: Vec<u64> = self
+        let mut v: Vec<f64> = self
             .rss
             .iter()
             .filter(|r| r.at >= from && r.at <= to)
-            .map(figure)
+            .map(|r| figure(r) as f64)
             .collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        Some(v[v.len() / 2])
+        (!v.is_empty()).then(|| floor::median(&mut v).round() as u64)
     }
 
     /// Highest VmRSS (kB) read in a phase.

@@ -92,9 +92,9 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
         f.setup_secs,
         f.startup_secs,
         f.full_history_secs,
-        f.cold.map_or(0.0, |s| s.secs()),
+        f.cold.map_or(0.0, |w| w.span.secs()),
         f.warmup_secs,
-        f.baseline.map_or(0.0, |s| s.secs()),
+        f.baseline.map_or(0.0, |w| w.span.secs()),
         f.churn.map_or("—".into(), |s| format!(
             "{:.1}s ({:.1}s starting processes, {:.1}s winding down)",
             s.secs(),
@@ -102,7 +102,8 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
             f.host.wind_down_secs
         )),
         f.drain_secs,
-        f.after.map_or("—".into(), |s| format!("{:.1}s", s.secs()))
+        f.after
+            .map_or("—".into(), |w| format!("{:.1}s", w.span.secs()))
     );
 
     // Churn.
@@ -284,11 +285,14 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
     let _ = writeln!(
         out,
         "\nRSS: before {}, peak during the churn {} (VmHWM {}), after {}{}",
-        f.rss_before_kb.map_or("n/a".into(), mib),
+        f.baseline.and_then(|w| w.rss_kb).map_or("n/a".into(), mib),
         peak.map_or("n/a".into(), mib),
         f.hwm_kb.map_or("n/a".into(), mib),
-        f.rss_after_kb.map_or("n/a".into(), mib),
-        match (f.rss_before_kb, f.rss_after_kb) {
+        f.after.and_then(|w| w.rss_kb).map_or("n/a".into(), mib),
+        match (
+            f.baseline.and_then(|w| w.rss_kb),
+            f.after.and_then(|w| w.rss_kb)
+        ) {
             (Some(b), Some(a)) if b > 0 => format!(
                 " ({:+.1} % of before)",
                 100.0 * (a as f64 - b as f64) / b as f64
@@ -305,9 +309,9 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
     let _ = writeln!(
         out,
         "  of which anonymous (RssAnon): before {}, peak during the churn {}, after {}",
-        f.anon_before_kb.map_or("n/a".into(), mib),
+        f.baseline.and_then(|w| w.anon_kb).map_or("n/a".into(), mib),
         anon_peak.map_or("n/a".into(), mib),
-        f.anon_after_kb.map_or("n/a".into(), mib),
+        f.after.and_then(|w| w.anon_kb).map_or("n/a".into(), mib),
     );
     let heap = |h: Option<super::Heap>| {
         h.map_or("n/a".into(), |h| {
@@ -321,25 +325,25 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
     let _ = writeln!(
         out,
         "  heap (the allocator's figures): before {}; after {}",
-        heap(f.heap_before),
-        heap(f.heap_after),
+        heap(f.baseline.and_then(|w| w.heap)),
+        heap(f.after.and_then(|w| w.heap)),
     );
     if f.cold.is_some() {
         let _ = writeln!(
             out,
             "  cold, before the warm-up churn: RSS {}, anonymous {}, heap {}",
-            f.rss_cold_kb.map_or("n/a".into(), mib),
-            f.anon_cold_kb.map_or("n/a".into(), mib),
-            heap(f.heap_cold),
+            f.cold.and_then(|w| w.rss_kb).map_or("n/a".into(), mib),
+            f.cold.and_then(|w| w.anon_kb).map_or("n/a".into(), mib),
+            heap(f.cold.and_then(|w| w.heap)),
         );
     }
     let _ = writeln!(
         out,
         "service CPU (of one core): cold {}, baseline {}, churn {}, after {}",
-        pct(f.cold.and_then(|s| s.service_percent())),
-        pct(f.baseline.and_then(|s| s.service_percent())),
+        pct(f.cold.and_then(|w| w.span.service_percent())),
+        pct(f.baseline.and_then(|w| w.span.service_percent())),
         pct(f.churn.and_then(|s| s.service_percent())),
-        pct(f.after.and_then(|s| s.service_percent())),
+        pct(f.after.and_then(|w| w.span.service_percent())),
     );
     let _ = writeln!(
         out,
@@ -423,7 +427,10 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
         )),
     }
     // 3. Memory.
-    match (f.rss_before_kb, f.rss_after_kb) {
+    match (
+        f.baseline.and_then(|w| w.rss_kb),
+        f.after.and_then(|w| w.rss_kb),
+    ) {
         (Some(before), Some(after)) => {
             let limit = before as f64 * (1.0 + settings.rss_tolerance / 100.0);
             checks.push((
