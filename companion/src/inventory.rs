@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::{
     cgroup::{CgroupFs, Identity},
-    history::{History, ProcessSample},
+    history::History,
+    model::ProcessSample,
 };
 
 /// How long a container's memory limit is trusted before it is read again.

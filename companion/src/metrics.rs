@@ -1,9 +1,15 @@
 //! `/metrics` in OpenMetrics text: the service's own health, per-container figures and,
-//! opt-in, the top processes. Everything derived from samples is rendered in the background
-//! (see `inventory`); a scrape only appends the live HTTP counters.
+//! opt-in, the top processes; its HTTP handler and its renderer. What is derived from samples is
+//! rendered once per publication, by the first scrape; a scrape only appends the live HTTP
+//! counters and heap figures.
 
 use std::fmt::Write as _;
 
+use axum::{
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text},
     metrics::{
@@ -14,7 +20,22 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::store::Published;
+use crate::{api::AppState, store::Published};
+
+/// `GET /metrics`.
+pub async fn handler(State(state): State<AppState>) -> Response {
+    let body = state
+        .http_metrics
+        .exposition(of_samples(&state.shared.load()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
@@ -217,7 +238,7 @@ impl HttpMetrics {
             .inc();
     }
 
-    /// The whole exposition: the background part, the live counters and heap figures, the end
+    /// The whole exposition: the part rendered from the publication, the live counters and heap figures, the end
     /// marker.
     pub fn exposition(&self, from_samples: &str) -> String {
         let mut out = String::with_capacity(from_samples.len() + 1024);

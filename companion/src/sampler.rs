@@ -11,11 +11,10 @@ use std::{collections::HashMap, fs::File, io, sync::Arc, time::SystemTime};
 use tracing::debug;
 
 use crate::{
-    cgroup::Naming,
-    history::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
+    cgroup::{Naming, container_of},
+    model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
-        self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, container_of, has_cmdline,
-        render_cmdline,
+        self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
     },
     tracker::{Tracked, Tracker},
 };

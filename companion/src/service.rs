@@ -25,7 +25,8 @@ use crate::{
     privileges,
     procfs::ProcRoot,
     sampler::{Sampler, SamplerOptions},
-    store::{Pipeline, Store},
+    pipeline::Pipeline,
+    store::Store,
     tracker::{
         Stop, Tracker, TrackerKind,
         ebpf::{self, EbpfOptions},

@@ -1,24 +1,18 @@
-//! What the service publishes after each sample, and the schedule that produces it.
+//! What the service publishes after each sample: the read side.
 //!
-//! The sampler thread runs [`run`]: on a fixed schedule it takes a sample, appends it to the
-//! history, computes the inventory, and swaps the result in whole. The API only loads the newest
-//! publication; nothing it does waits for a sample or reads /proc.
+//! The sampler thread (see `pipeline`) swaps a new [`Published`] in whole after each sample. The
+//! API only loads the newest publication; nothing it does waits for a sample or reads /proc.
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::{Duration, Instant},
-};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
-use tracing::{info, warn};
 
 use crate::{
-    history::{History, Sample},
-    inventory::{Inventory, InventoryState},
-    sampler::Sampler,
-    tracker::{Stop, Tracker, TrackerKind, TrackerStats},
+    history::History,
+    inventory::Inventory,
+    tracker::{TrackerKind, TrackerStats},
 };
 
 /// One publication, replaced whole after every sample.
@@ -91,77 +85,9 @@ impl Store {
     pub fn load(&self) -> Arc<Published> {
         self.current.load_full()
     }
-}
 
-/// The sampler thread's tools: what reads, what knows who to read, what sums up.
-pub struct Pipeline {
-    pub sampler: Sampler,
-    pub tracker: Box<dyn Tracker>,
-    pub inventory: InventoryState,
-}
-
-impl Pipeline {
-    /// Takes one sample and publishes it.
-    pub fn sample_and_publish(&mut self, shared: &Shared, slipped: u64) -> anyhow::Result<()> {
-        let began = Instant::now();
-        let sample = self.sampler.sample(self.tracker.as_mut())?;
-        self.publish(shared, sample, began.elapsed(), slipped);
-        Ok(())
-    }
-
-    /// Appends `sample` to the published history, with its inventory.
-    fn publish(&mut self, shared: &Shared, sample: Sample, took: Duration, slipped: u64) {
-        let current = shared.load();
-        let sampling = SamplingStats {
-            samples_taken: current.sampling.samples_taken + 1,
-            samples_slipped: current.sampling.samples_slipped + slipped,
-            last_sample_seconds: took.as_secs_f64(),
-            tracked_processes: sample.processes().len(),
-            containers: sample
-                .containers()
-                .filter(|(_, processes, _)| !processes.is_empty())
-                .count(),
-            open_descriptors: self.sampler.open_descriptors(),
-        };
-        let history = current.history.with(sample);
-        let inventory = self.inventory.update(&history);
-        current.durations.0.observe(sampling.last_sample_seconds);
-        shared.current.store(Arc::new(Published {
-            history,
-            tracker: self.tracker.kind(),
-            tracker_stats: self.tracker.stats(),
-            sampling,
-            inventory,
-            durations: current.durations.clone(),
-            metrics: OnceLock::new(),
-        }));
-    }
-
-    /// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at
-    /// start + n × period) until `stop` is raised. A sample that overruns makes the schedule
-    /// skip the ticks it covered; they are counted as slipped.
-    pub fn run(mut self, shared: Shared, period: Duration, stop: Arc<Stop>) {
-        let start = Instant::now();
-        let mut tick: u32 = 1;
-        while self.tracker.wait_until(start + period * tick, &stop) {
-            let began = Instant::now();
-            let sample = self.sampler.sample(self.tracker.as_mut());
-            let took = began.elapsed();
-            let next = (start.elapsed().as_nanos() / period.as_nanos()) as u32 + 1;
-            let slipped = u64::from(next.saturating_sub(tick + 1));
-            if slipped > 0 {
-                warn!(
-                    slipped,
-                    ?took,
-                    "sampling overran its period; skipping to the next tick"
-                );
-            }
-            match sample {
-                Ok(sample) => self.publish(&shared, sample, took, slipped),
-                Err(err) => warn!("sample failed: {err:#}"),
-            }
-            tick = next;
-        }
-        info!("sampler stopped");
+    /// Replaces the publication whole (the sampler thread only).
+    pub(crate) fn publish(&self, published: Published) {
+        self.current.store(Arc::new(published));
     }
 }

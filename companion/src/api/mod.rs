@@ -60,7 +60,7 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
     let http_metrics = state.http_metrics.clone();
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(v2::metrics))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/openapi.json", get(v2::openapi))
         // The v1.0 container part holds slashes: the handler parses the whole path.
         .route("/api/v1.0/{*rest}", get(v1::processes))

@@ -12,7 +12,8 @@ use serde::{Serialize, Serializer};
 
 use super::{ApiError, AppState};
 use crate::{
-    history::{History, ProcessSample, Snapshot},
+    history::{History, Snapshot},
+    model::ProcessSample,
     procfs::{Stat, Status},
 };
 

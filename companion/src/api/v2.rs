@@ -1,5 +1,5 @@
 //! Additions beside the v1.0 contract: container discovery, processes by container id prefix,
-//! host facts, and the metrics and API documents.
+//! host facts, and the API document.
 
 use axum::{
     Json,
@@ -77,21 +77,6 @@ pub struct Host {
 /// `GET /api/v2/host`.
 pub async fn host(State(state): State<AppState>) -> Json<Host> {
     Json((*state.host).clone())
-}
-
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state
-        .http_metrics
-        .exposition(crate::metrics::of_samples(&state.shared.load()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
 }
 
 /// The OpenAPI description of every route.

@@ -1,9 +1,12 @@
 //! Reading (never writing) cgroup files: where the hierarchies are mounted in this mount
-//! namespace, and a container's memory limit.
+//! namespace (from the mounts `procfs` parses), and a container's memory limit.
 
 use std::path::{Path, PathBuf};
 
+use procfs::process::MountInfo;
 use tracing::debug;
+
+use crate::procfs::own_mounts;
 
 /// Limits at or above this are "no limit" (cgroup v1 prints a page-rounded `i64::MAX`).
 const UNLIMITED: u64 = 1 << 62;
@@ -21,18 +24,18 @@ impl CgroupFs {
     /// Finds the hierarchies in /proc/self/mountinfo; a missing one means limits from it are
     /// unknown, not an error.
     pub fn discover() -> CgroupFs {
-        match std::fs::read("/proc/self/mountinfo") {
-            Ok(text) => CgroupFs::from_mountinfo(&text),
+        match own_mounts() {
+            Ok(mounts) => CgroupFs::from_mountinfo(mounts),
             Err(err) => {
-                debug!("cannot read mountinfo, memory limits unknown: {err}");
+                debug!("memory limits unknown: {err:#}");
                 CgroupFs::default()
             }
         }
     }
 
-    /// From the text of a mountinfo file; unparsable lines are skipped.
-    pub fn from_mountinfo(text: &[u8]) -> CgroupFs {
-        CgroupFs::from_mounts(mounts(text).map(|m| {
+    /// From the parsed lines of a mountinfo file.
+    pub fn from_mountinfo(mounts: impl IntoIterator<Item = MountInfo>) -> CgroupFs {
+        CgroupFs::from_mounts(mounts.into_iter().map(|m| {
             let options = m.super_options.into_keys().collect();
             (m.fs_type, m.mount_point, options)
         }))
@@ -72,13 +75,6 @@ impl CgroupFs {
             .flatten()
             .find_map(|file| read_limit(&file))
     }
-}
-
-/// The mounts of a mountinfo text, one per line that parses.
-pub fn mounts(text: &[u8]) -> impl Iterator<Item = ::procfs::process::MountInfo> + '_ {
-    text.split(|&b| b == b'\n')
-        .filter_map(|line| std::str::from_utf8(line).ok())
-        .filter_map(|line| ::procfs::process::MountInfo::from_line(line).ok())
 }
 
 fn read_limit(file: &Path) -> Option<u64> {
@@ -139,7 +135,7 @@ mod tests {
             b"35 24 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:16 - cgroup cgroup rw,memory\n\
 garbage line\n\
 40 24 0:35 / /sys/fs/cgroup/unified rw,nosuid shared:21 - cgroup2 cgroup2 rw\n";
-        let fs = CgroupFs::from_mountinfo(text);
+        let fs = CgroupFs::from_mountinfo(crate::procfs::mounts(text));
         assert_eq!(
             fs.memory_v1.as_deref(),
             Some(Path::new("/sys/fs/cgroup/memory"))
@@ -157,20 +153,20 @@ garbage line\n\
         proptest! {
             #[test]
             fn mountinfo_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-                let _ = CgroupFs::from_mountinfo(&bytes);
+                let _ = CgroupFs::from_mountinfo(crate::procfs::mounts(&bytes));
             }
 
             #[test]
             fn mountinfo_like_lines_never_panic(
                 lines in proptest::collection::vec("[0-9]{1,3} [0-9]{1,3} [0-9]:[0-9]{1,2} [ -~]{0,60}", 0..10)
             ) {
-                let _ = CgroupFs::from_mountinfo(lines.join("\n").as_bytes());
+                let _ = CgroupFs::from_mountinfo(crate::procfs::mounts(lines.join("\n").as_bytes()));
             }
 
             #[test]
             fn mount_points_round_trip(point in "(/[a-z0-9_.-]{1,10}){1,4}") {
                 let line = format!("40 24 0:35 / {point} rw,nosuid shared:21 - cgroup2 cgroup2 rw\n");
-                let fs = CgroupFs::from_mountinfo(line.as_bytes());
+                let fs = CgroupFs::from_mountinfo(crate::procfs::mounts(line.as_bytes()));
                 prop_assert_eq!(fs.unified, Some(PathBuf::from(point)));
             }
         }

@@ -1,10 +1,13 @@
-//! Which cgroup is "the container" of a process, and which hierarchy that is on this host.
+//! Which cgroup is "the container" of a process (membership), which hierarchy that is on this
+//! host, and what the cgroup files say of a container (fs, identity).
 
 mod fs;
 mod identity;
+mod membership;
 
-pub use fs::{CgroupFs, mounts};
+pub use fs::CgroupFs;
 pub use identity::Identity;
+pub use membership::{CgroupLine, container_of, parse_cgroup};
 
 use std::path::Path;
 

@@ -3,8 +3,8 @@
 //!
 //! Parsers take bytes, never `&str`: process names and command lines are not always UTF-8.
 
-mod cgroup;
 mod cmdline;
+mod mountinfo;
 mod stat;
 mod status;
 
@@ -15,8 +15,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use cgroup::{CgroupLine, container_of, parse_cgroup};
 pub use cmdline::{CMDLINE_LIMIT, CmdlineMode, has_cmdline, parse_cmdline, render_cmdline};
+pub use mountinfo::{mounts, own_mounts};
 pub use stat::Stat;
 pub use status::Status;
 

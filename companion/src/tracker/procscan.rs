@@ -8,8 +8,8 @@ use tracing::debug;
 
 use super::{ContainerNames, Exit, Processes, Stop, Tracked, Tracker, TrackerKind, TrackerStats};
 use crate::{
-    cgroup::Naming,
-    procfs::{self, ProcRoot, container_of},
+    cgroup::{Naming, container_of},
+    procfs::{self, ProcRoot},
 };
 
 pub struct ProcScan {

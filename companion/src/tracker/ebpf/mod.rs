@@ -33,8 +33,8 @@ use super::{
     procscan::scan,
 };
 use crate::{
-    cgroup::{Hierarchy, Naming},
-    procfs::{Pid, ProcRoot, Status, container_of},
+    cgroup::{Hierarchy, Naming, container_of},
+    procfs::{Pid, ProcRoot, Status},
 };
 
 /// The kernel programs, built by build.rs (empty when built without the eBPF toolchain).

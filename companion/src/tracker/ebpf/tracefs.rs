@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use procfs::process::MountInfo;
 use tracing::info;
 
 /// Where aya looks for tracefs; the first that is mounted is used.
@@ -15,9 +16,7 @@ const MOUNT_POINTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/traci
 /// Finds tracefs in /proc/self/mountinfo at one of the places aya attaches through, and mounts
 /// it at /sys/kernel/tracing when it is at neither.
 pub fn ensure_mounted() -> anyhow::Result<PathBuf> {
-    let mountinfo =
-        std::fs::read("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    if let Some(point) = mounted_at(&mountinfo) {
+    if let Some(point) = mounted_at(crate::procfs::own_mounts()?) {
         return Ok(point);
     }
     let target = MOUNT_POINTS[0];
@@ -33,9 +32,10 @@ pub fn ensure_mounted() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(target))
 }
 
-/// Where tracefs is mounted among the places aya attaches through, from a mountinfo text.
-pub fn mounted_at(mountinfo: &[u8]) -> Option<PathBuf> {
-    let tracefs: Vec<PathBuf> = crate::cgroup::mounts(mountinfo)
+/// Where tracefs is mounted among the places aya attaches through, from the lines of a mountinfo.
+pub fn mounted_at(mounts: impl IntoIterator<Item = MountInfo>) -> Option<PathBuf> {
+    let tracefs: Vec<PathBuf> = mounts
+        .into_iter()
         .filter(|m| m.fs_type == "tracefs")
         .map(|m| m.mount_point)
         .collect();
@@ -135,12 +135,12 @@ print fmt: \"comm=%s pid=%d\", REC->comm, REC->pid\n";
         let debugfs_only = b"30 20 0:12 / /sys/kernel/debug rw - debugfs debugfs rw\n\
 31 30 0:13 / /sys/kernel/debug/tracing rw - tracefs tracefs rw\n";
         assert_eq!(
-            mounted_at(debugfs_only),
+            mounted_at(crate::procfs::mounts(debugfs_only)),
             Some(PathBuf::from("/sys/kernel/debug/tracing"))
         );
         let elsewhere = b"31 30 0:13 / /mnt/trace rw - tracefs tracefs rw\n";
-        assert_eq!(mounted_at(elsewhere), None);
-        assert_eq!(mounted_at(b""), None);
+        assert_eq!(mounted_at(crate::procfs::mounts(elsewhere)), None);
+        assert_eq!(mounted_at(crate::procfs::mounts(b"")), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `/proc/PID/cgroup`: `hierarchy-id:controller,list:/path` lines, one per hierarchy.
+//! Cgroup membership: `/proc/PID/cgroup`, `hierarchy-id:controller,list:/path` lines, one per
+//! hierarchy, and the container a process belongs to by the naming rule.
 
-use crate::cgroup::Naming;
+use super::Naming;
 
 /// One line of /proc/PID/cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
