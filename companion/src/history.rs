@@ -232,7 +232,7 @@ fn share(delta: u64, total: u64) -> f64 {
 mod tests {
     use super::*;
     use crate::{
-        model::{Departed, Sampled},
+        model::{Departed, Sampled, Totals},
         procfs::{Pid, Stat, Status},
     };
     use std::time::{Duration, UNIX_EPOCH};

@@ -22,10 +22,10 @@ use crate::{
     cli::{HttpArgs, ServeArgs, TrackerChoice},
     inventory::{InventoryOptions, InventoryState},
     metrics::HttpMetrics,
+    pipeline::Pipeline,
     privileges,
     procfs::ProcRoot,
     sampler::{Sampler, SamplerOptions},
-    pipeline::Pipeline,
     store::Store,
     tracker::{
         Stop, Tracker, TrackerKind,
