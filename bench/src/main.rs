@@ -1,11 +1,13 @@
 //! `companion-bench`: measurements of the companion service on a simulated dense host.
 //!
-//! A small dispatcher: each subcommand lives in its own module. `bench` is the density
-//! benchmark (see `bench/mod.rs`); `soak` is the soak test (see `soak/mod.rs`), which reuses the
-//! benchmark's host, service, HTTP and cleanup pieces; `busy-worker` is the process the
-//! benchmark starts for "busy" container processes and is not meant to be run by hand.
+//! A small dispatcher: `bench` is the density benchmark (`bench/`), `soak` the soak test
+//! (`soak/`), siblings over a shared [`kit`] (service runner, HTTP client, statistics, cleanup,
+//! flags); both simulate their host with the `testbed` crate, as the end-to-end tests do.
+//! `busy-worker` is the process the benchmark starts for "busy" container processes and is not
+//! meant to be run by hand.
 
 mod bench;
+mod kit;
 mod soak;
 
 use std::process::ExitCode;

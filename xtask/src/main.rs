@@ -43,8 +43,9 @@ enum Task {
     /// rustfmt check, clippy on the workspace, and clippy on the eBPF crate (nightly, bpfel).
     Lint,
     /// The whole suite as CI runs it: setup, lint, release build, then
-    /// `cargo test --workspace --release` with COMPANION_BIN set to the release binary, then a
-    /// short soak of each tracker (skipped when test arguments are given).
+    /// `cargo test --workspace --release` (the end-to-end tests run the binary Cargo builds for
+    /// them), then a short soak of each tracker against the release binary (skipped when test
+    /// arguments are given).
     Test {
         /// Extra arguments for `cargo test`, after `--` (a test name filter, or `-- --nocapture`).
         #[arg(last = true)]

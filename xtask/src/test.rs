@@ -9,8 +9,9 @@ use anyhow::{Result, bail};
 
 use crate::{bench, build, cmd, lint, setup};
 
-/// setup → lint → release build → `cargo test --workspace --release EXTRA` → a short soak of
-/// each tracker (`companion-bench soak --quick`, about two minutes each; skipped when EXTRA filters
+/// setup → lint → release build → `cargo test --workspace --release EXTRA` (the end-to-end
+/// tests are test targets of `companion`: Cargo builds the binary they run and hands them its
+/// path) → a short soak of each tracker (`companion-bench soak --quick`, about two minutes each; skipped when EXTRA filters
 /// the tests), then a summary.
 ///
 /// A lint failure does not stop the run (the tests still say something), but it fails it; a
@@ -42,8 +43,7 @@ fn run_phases(phases: &mut Phases, extra: &[OsString]) -> Result<()> {
                 "companion-ebpf",
                 "--release",
             ])
-            .args(extra)
-            .env("COMPANION_BIN", &bin),
+            .args(extra),
         )
     });
     // A filtered run (extra arguments) is someone iterating on some tests: no soak then.

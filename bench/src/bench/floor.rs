@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::cleanup;
+use crate::kit::{cleanup, stats::median};
 
 #[derive(Clone, Debug, Default)]
 pub struct Floor {
@@ -247,19 +247,6 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-pub fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(|a, b| a.total_cmp(b));
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 /// "/proc/<pid>/<name>\0" without allocating.
 fn proc_path(pid: u32, name: &[u8], out: &mut [u8; 64]) {
     let mut digits = [0u8; 10];
@@ -395,12 +382,6 @@ mod tests {
         assert!(!in_container(b"1:cpu:/\n0::/a\n", true));
         assert!(in_container(b"1:cpu:/\n0::/a\n", false));
         assert!(!in_container(b"0::/\n", false));
-    }
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 
     #[test]

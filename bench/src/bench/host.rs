@@ -7,10 +7,8 @@
 
 use std::{
     ffi::OsString,
-    fs::{self, File, OpenOptions},
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,121 +17,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use rand::Rng;
+use testbed::CgroupMount;
 
-use super::cleanup;
-
-/// Where the cgroup hierarchy that names containers is mounted.
-#[derive(Clone, Debug)]
-pub struct CgroupMount {
-    /// Mount point, e.g. /sys/fs/cgroup/cpu.
-    pub path: PathBuf,
-    /// The hierarchy path of the mount's root (`/` unless a subtree is mounted).
-    pub root: String,
-    /// A v1 hierarchy carrying the `cpu` controller (else the unified v2 hierarchy).
-    pub v1_cpu: bool,
-}
-
-impl CgroupMount {
-    /// The mount, swept of earlier runs' leftovers, and this run's own base cgroup in it
-    /// (`companion-bench-<pid>`, registered for cleanup).
-    pub fn with_own_base() -> anyhow::Result<(CgroupMount, PathBuf)> {
-        let mount = CgroupMount::find()?;
-        sweep_leftovers(&mount);
-        let base = mount
-            .path
-            .join(format!("companion-bench-{}", std::process::id()));
-        cleanup::create_cgroup(&base)?;
-        Ok((mount, base))
-    }
-
-    /// The hierarchy that names containers, as the service picks it by default: the v1
-    /// hierarchy with the `cpu` controller when there is one, else cgroup v2. Found in
-    /// /proc/self/mountinfo, never assumed.
-    pub fn find() -> anyhow::Result<CgroupMount> {
-        let text = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-        let mut v2 = None;
-        for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let left: Vec<&str> = left.split(' ').collect();
-            let right: Vec<&str> = right.split(' ').collect();
-            if left.len() < 5 || right.len() < 3 {
-                continue;
-            }
-            let (root, point) = (unescape(left[3]), PathBuf::from(unescape(left[4])));
-            match right[0] {
-                "cgroup" if right[2].split(',').any(|opt| opt == "cpu") => {
-                    return Ok(CgroupMount {
-                        path: point,
-                        root,
-                        v1_cpu: true,
-                    });
-                }
-                "cgroup2" if v2.is_none() => {
-                    v2 = Some(CgroupMount {
-                        path: point,
-                        root,
-                        v1_cpu: false,
-                    })
-                }
-                _ => {}
-            }
-        }
-        v2.context("no cgroup v1 `cpu` hierarchy and no cgroup v2 mount in /proc/self/mountinfo")
-    }
-
-    /// The name the service gives a directory below the mount point.
-    pub fn name_of(&self, dir: &Path) -> String {
-        let rel = dir.strip_prefix(&self.path).unwrap_or(dir);
-        let root = self.root.trim_end_matches('/');
-        format!("{root}/{}", rel.display())
-    }
-
-    /// This process's own cgroup in the hierarchy ("/" on a plain host).
-    fn own_cgroup(&self) -> String {
-        let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        for line in text.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let wanted = if self.v1_cpu {
-                controllers.split(',').any(|c| c == "cpu")
-            } else {
-                controllers.is_empty()
-            };
-            if wanted {
-                return path.to_string();
-            }
-        }
-        "/".into()
-    }
-}
-
-/// Mount points escape spaces and a few other bytes as `\ooo` (octal).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
-            if let Some(v) = octal.and_then(|o| u8::from_str_radix(o, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+use crate::kit::{
+    cleanup, own_base,
+    process::{open_procs, spawn, which},
+};
 
 /// How the host looks: C containers × P processes, K host processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,10 +102,13 @@ pub struct Host {
 
 impl Host {
     pub fn new(options: HostOptions) -> anyhow::Result<Host> {
-        let (mount, base) = CgroupMount::with_own_base()?;
+        let (mount, base) = own_base()?;
         let docker = base.join("docker");
         cleanup::create_cgroup(&docker)?;
-        let root_procs = (mount.own_cgroup() != "/").then(|| mount.path.join("cgroup.procs"));
+        let own = mount.cgroup_of(std::process::id());
+        let root_procs = own
+            .is_some_and(|c| c != "/")
+            .then(|| mount.path.join("cgroup.procs"));
         Ok(Host {
             sleep_bin: which("sleep")?,
             self_exe: std::env::current_exe().context("locating the benchmark binary")?,
@@ -357,7 +251,7 @@ impl Host {
         cleanup::end(&pids);
         // Anything else that got in (nothing should) is ended by pid too.
         for c in &gone {
-            let stray = procs_of(&c.dir);
+            let stray = testbed::proc::cgroup_procs(&c.dir);
             if !stray.is_empty() {
                 eprintln!(
                     "  warning: {} unexpected processes in {}",
@@ -423,125 +317,6 @@ impl Drop for Host {
     fn drop(&mut self) {
         if let Err(err) = self.teardown() {
             eprintln!("companion-bench: {err:#}");
-        }
-    }
-}
-
-pub(crate) fn open_procs(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
-/// The pids listed in a cgroup's `cgroup.procs`.
-pub fn procs_of(dir: &Path) -> Vec<u32> {
-    fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Spawns `bin args` with no stdio, dying with its parent thread, optionally joining a cgroup
-/// (by writing "0" to an open `cgroup.procs`) before exec. Registers the pid.
-pub fn spawn(bin: &Path, args: &[OsString], cgroup_procs: Option<i32>) -> anyhow::Result<u32> {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    child_setup(&mut cmd, cgroup_procs, libc::SIGKILL);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let pid = child.id();
-    // The child is reaped by pid (see cleanup): dropping the handle neither kills nor waits.
-    drop(child);
-    cleanup::register_pid(pid);
-    Ok(pid)
-}
-
-/// Between fork and exec: die with the parent, join the cgroup, unblock signals.
-pub fn child_setup(cmd: &mut Command, cgroup_procs: Option<i32>, death_signal: libc::c_int) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, write, sigprocmask).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong) != 0
-                || libc::getppid() != parent
-            {
-                return Err(std::io::Error::other("parent gone"));
-            }
-            if let Some(fd) = cgroup_procs
-                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-}
-
-/// Finds a program in PATH once, so thousands of spawns skip the search.
-pub fn which(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!("`{name}` not found in PATH")
-}
-
-/// Removes the empty cgroups of earlier benchmark runs whose process is gone (a run killed
-/// with SIGKILL cannot clean up; its processes died with it).
-fn sweep_leftovers(mount: &CgroupMount) {
-    let Ok(entries) = fs::read_dir(&mount.path) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("companion-bench-"))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let alive = fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| comm.trim_end().starts_with("companion-bench"));
-        if alive {
-            continue;
-        }
-        let mut dirs = Vec::new();
-        collect_dirs(&entry.path(), &mut dirs);
-        if dirs.iter().any(|d| !procs_of(d).is_empty()) {
-            eprintln!(
-                "  warning: leftover {} still has processes; leaving it alone",
-                entry.path().display()
-            );
-            continue;
-        }
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in &dirs {
-            let _ = fs::remove_dir(d);
-        }
-        eprintln!("  removed leftover cgroups {}", entry.path().display());
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_path_buf());
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                collect_dirs(&entry.path(), out);
-            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use rand::{Rng, SeedableRng};
 
-use super::http::Conn;
+use crate::kit::{http::Conn, stats::percentile};
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -189,28 +189,4 @@ async fn client(
         }
     }
     result
-}
-
-/// The q-quantile (0..=1) of `values` (sorted in place), nearest rank.
-pub fn percentile(values: &mut [u32], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_unstable();
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    f64::from(values[rank - 1])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn percentiles() {
-        let mut v: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&mut v, 0.5), 50.0);
-        assert_eq!(percentile(&mut v, 0.99), 99.0);
-        assert_eq!(percentile(&mut v, 1.0), 100.0);
-        assert_eq!(percentile(&mut [], 0.5), 0.0);
-    }
 }

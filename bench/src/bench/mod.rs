@@ -2,21 +2,19 @@
 //!
 //! For each host shape of the plan (the default scenario, then the sweep points): bring the
 //! simulated host to that shape ([`host`]), measure the floor of reading /proc ([`floor`]), then
-//! run the service once per tracker mode against the same host ([`service`]): wait for a full
+//! run the service once per tracker mode against the same host ([`crate::kit::service`]): wait for a full
 //! history, measure its CPU and memory over whole samples, and — for the default scenario — put
-//! the API under load ([`load`]) and measure exec-to-visible latency ([`probe`]). Results go to
-//! stdout, BENCHMARKS.md and an SVG plot ([`report`], [`plot`]). Everything started or changed is
-//! undone on every exit path ([`cleanup`]).
+//! the API under load ([`load`]) and measure exec-to-visible latency ([`probe`]). The figures are
+//! [`results`]; they go to stdout, BENCHMARKS.md and an SVG plot ([`report`], [`plot`]).
+//! Everything started or changed is undone on every exit path ([`crate::kit::cleanup`]).
 
-pub mod cleanup;
 pub mod floor;
 pub mod host;
-pub mod http;
 pub mod load;
 pub mod plot;
 pub mod probe;
 pub mod report;
-pub mod service;
+pub mod results;
 
 use std::{
     fmt, fs,
@@ -29,13 +27,22 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use tokio::runtime::Runtime;
 
+pub use crate::kit::Tracker;
+use crate::kit::{
+    begin, cleanup, end,
+    flags::RunFlags,
+    http::Conn,
+    machine::Machine,
+    service::{self, Service, ServiceOptions, Watch},
+    workspace_root,
+};
+
 use self::{
     floor::Floor,
     host::{Host, HostOptions, Shape},
-    http::Conn,
-    load::{LoadOptions, LoadResult},
-    probe::{ProbeOptions, ProbeResult},
-    service::{LogSummary, Memory, Service, ServiceOptions, Watch, Window},
+    load::LoadOptions,
+    probe::ProbeOptions,
+    results::{LoadOutcome, PointResult, RunResult},
 };
 
 /// Flags of `companion-bench bench`. Defaults in brackets; `--quick` changes the ones marked
@@ -161,9 +168,8 @@ pub struct BenchArgs {
     /// benchmark exits) to report the time of the service's kernel-side programs.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub bpf_stats: bool,
-    /// The service binary [$COMPANION_BIN, else <workspace>/target/release/companion].
-    #[arg(long, env = "COMPANION_BIN")]
-    pub companion_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Append the results to this Markdown file [<workspace>/BENCHMARKS.md] (quick: none).
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -174,27 +180,9 @@ pub struct BenchArgs {
     /// [<workspace>/docs/bench-cost.svg].
     #[arg(long)]
     pub svg: Option<PathBuf>,
-    /// Where the service logs go [/tmp/companion-bench-<pid>].
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
     /// A smoke run: small host, short phases, no sweep, no report (see the marks above).
     #[arg(long)]
     pub quick: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Tracker {
-    Ebpf,
-    Procfs,
-}
-
-impl fmt::Display for Tracker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Tracker::Ebpf => "ebpf",
-            Tracker::Procfs => "procfs",
-        })
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -300,17 +288,7 @@ impl Settings {
                 (None, false) => Some(workspace.join("BENCHMARKS.md")),
             }
         };
-        let bin = match &args.companion_bin {
-            Some(bin) => bin.clone(),
-            None => workspace.join("target/release/companion"),
-        };
-        if !bin.is_file() {
-            bail!(
-                "the service binary {} does not exist: build it (cargo build --release -p companion) \
-                 or set COMPANION_BIN / --companion-bin",
-                bin.display()
-            );
-        }
+        let run = args.run.resolve("bench")?;
         Ok(Settings {
             shape,
             busy_fraction: args.busy_fraction,
@@ -351,17 +329,15 @@ impl Settings {
                 .clone()
                 .or_else(|| args.sizes.clone().filter(|_| sweep == Sweep::Hosts))
                 .unwrap_or_else(|| vec![0, 5000, 10000]),
-            bin: fs::canonicalize(&bin).unwrap_or(bin),
+            bin: run.bin,
             report,
             svg: args
                 .svg
                 .clone()
                 .unwrap_or_else(|| workspace.join("docs/bench-cost.svg")),
-            work_dir: args.work_dir.clone().unwrap_or_else(|| {
-                PathBuf::from(format!("/tmp/companion-bench-{}", std::process::id()))
-            }),
+            work_dir: run.work_dir,
             quick: q,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: run.command,
         })
     }
 
@@ -396,60 +372,6 @@ impl Settings {
     }
 }
 
-/// The workspace root: the bench crate's parent directory.
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-/// What the service showed during API load.
-#[derive(Clone, Debug)]
-pub struct LoadOutcome {
-    pub result: LoadResult,
-    pub watch: Watch,
-    pub cpu_secs: f64,
-}
-
-impl LoadOutcome {
-    pub fn slipped(&self) -> u64 {
-        self.watch.delta(|h| h.samples_slipped)
-    }
-}
-
-/// One service run (one tracker, one host shape).
-#[derive(Clone, Debug)]
-pub struct RunResult {
-    pub tracker: Tracker,
-    pub startup_secs: f64,
-    pub warmup_secs: f64,
-    pub window: Window,
-    /// The load phases: back to back, then paced (when --load-rate).
-    pub load: Vec<LoadOutcome>,
-    pub probe: Option<ProbeResult>,
-    /// Memory at the end of the run (after load and probe).
-    pub memory_end: Memory,
-    pub log: LogSummary,
-    pub degraded: Option<String>,
-}
-
-/// One host shape: its floor and the runs against it.
-#[derive(Clone, Debug)]
-pub struct PointResult {
-    pub shape: Shape,
-    pub full: bool,
-    pub busy: usize,
-    pub floor: Floor,
-    pub runs: Vec<RunResult>,
-    /// Trackers whose service could not start at this point, with why.
-    pub failed: Vec<(Tracker, String)>,
-}
-
-impl PointResult {
-    pub fn run(&self, tracker: Tracker) -> Option<&RunResult> {
-        self.runs.iter().find(|r| r.tracker == tracker)
-    }
-}
-
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     end(bench(args))
 }
@@ -458,7 +380,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(&args)?;
     let _guard = begin(&settings.work_dir)?;
     let began = Instant::now();
-    let machine = report::Machine::probe();
+    let machine = Machine::probe();
     let plan = settings.plan();
     eprintln!(
         "companion-bench: {} host shape(s), trackers {}; service {}; logs in {}",
@@ -599,28 +521,6 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     eprintln!("done in {:.1} min", elapsed.as_secs_f64() / 60.0);
     Ok(())
-}
-
-/// What both the benchmark and the soak do first: check for root, count signals instead of
-/// dying of them, create the work directory. Everything is undone when the guard drops.
-pub(crate) fn begin(work_dir: &Path) -> anyhow::Result<cleanup::Guard> {
-    // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root: it creates cgroups and the service loads eBPF");
-    }
-    cleanup::install_signal_handlers()?;
-    let guard = cleanup::Guard;
-    fs::create_dir_all(work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
-    Ok(guard)
-}
-
-/// The result of a run, or that it was interrupted (its guards cleaned up on the way out, and
-/// whatever failed after the signal is moot).
-pub(crate) fn end(result: anyhow::Result<()>) -> anyhow::Result<()> {
-    if cleanup::interrupted() {
-        bail!("interrupted; everything the run started was cleaned up");
-    }
-    result
 }
 
 /// Raises kernel.pid_max when the plan's peak would crowd it.

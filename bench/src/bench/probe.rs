@@ -10,12 +10,8 @@ use anyhow::Context;
 use rand::Rng;
 use tokio::runtime::Runtime;
 
-use super::{
-    cleanup,
-    floor::median,
-    host::{Container, Host},
-    http::Conn,
-};
+use super::host::{Container, Host};
+use crate::kit::{cleanup, http::Conn, stats::median};
 
 #[derive(Clone, Debug, Default)]
 pub struct ProbeResult {

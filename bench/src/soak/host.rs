@@ -25,9 +25,11 @@ use std::{
 use anyhow::Context;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use crate::bench::{
-    cleanup,
-    host::{CgroupMount, open_procs, procs_of, spawn, which},
+use testbed::{CgroupMount, proc::cgroup_procs};
+
+use crate::kit::{
+    cleanup, own_base,
+    process::{open_procs, spawn, which},
 };
 
 /// The containers as the API load sees them: which are live (and since when they have a
@@ -173,7 +175,7 @@ pub struct SoakHost {
 
 impl SoakHost {
     pub fn new(options: HostOptions) -> anyhow::Result<SoakHost> {
-        let (mount, base) = CgroupMount::with_own_base()?;
+        let (mount, base) = own_base()?;
         let mut parents = vec![base.clone()];
         for rel in [
             "docker",
@@ -575,7 +577,7 @@ impl SoakHost {
         while i < self.retiring.len() {
             let r = &mut self.retiring[i];
             let dir = r.cgroup.dir.clone();
-            if !procs_of(&dir).is_empty() {
+            if !cgroup_procs(&dir).is_empty() {
                 if !r.strays_killed && r.since.elapsed() > overstay {
                     r.strays_killed = true;
                     // Our own children are reaped through the queue; others (a shell's
@@ -626,7 +628,7 @@ impl SoakHost {
         }
         dirs.extend(self.parents.iter().cloned());
         for d in &dirs {
-            if !procs_of(d).is_empty() {
+            if !cgroup_procs(d).is_empty() {
                 cleanup::kill_members(d);
             }
         }

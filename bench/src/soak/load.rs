@@ -16,7 +16,7 @@ use std::{
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use super::host::SharedDirectory;
-use crate::bench::{http::Conn, load::percentile};
+use crate::kit::{http::Conn, stats::percentile};
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {

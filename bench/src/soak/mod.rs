@@ -36,12 +36,12 @@ use self::{
     monitor::{Observed, Phase, PhaseCell, SharedObserved, lock},
     verify::{Verification, VerifyInput},
 };
-use crate::bench::{
+use crate::kit::{
     Tracker, begin, cleanup, end,
+    flags::RunFlags,
     http::Conn,
-    report::Machine,
+    machine::Machine,
     service::{self, Health, LogSummary, Service, ServiceOptions, Stopped},
-    workspace_root,
 };
 
 /// Flags of `companion-bench soak`. Defaults in brackets; `--quick` changes the ones marked
@@ -139,12 +139,8 @@ pub struct SoakArgs {
     /// More flags for the service, one per use: `--service-arg=--reconcile-every=1m`.
     #[arg(long, allow_hyphen_values = true)]
     pub service_arg: Vec<String>,
-    /// The service binary [$COMPANION_BIN, else <workspace>/target/release/companion].
-    #[arg(long, env = "COMPANION_BIN")]
-    pub companion_bin: Option<PathBuf>,
-    /// Where the service's log goes [/tmp/companion-soak-<pid>].
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// A CI run of about two minutes: 30 s of churn, history 20 at 250 ms (see the marks above).
     #[arg(long)]
     pub quick: bool,
@@ -214,17 +210,7 @@ impl Settings {
         {
             bail!("--churn-rate, --moves-per-second and --cgroup-turnover must be 0 or more");
         }
-        let bin = match &args.companion_bin {
-            Some(bin) => bin.clone(),
-            None => workspace_root().join("target/release/companion"),
-        };
-        if !bin.is_file() {
-            bail!(
-                "the service binary {} does not exist: build it (cargo build --release -p companion) \
-                 or set COMPANION_BIN / --companion-bin",
-                bin.display()
-            );
-        }
+        let run = args.run.resolve("soak")?;
         Ok(Settings {
             churn: Duration::from_secs_f64(minutes * 60.0),
             tracker: args.tracker,
@@ -260,12 +246,10 @@ impl Settings {
             rss_tolerance: args.rss_tolerance,
             grace: args.grace.unwrap_or(period * 3 + Duration::from_secs(1)),
             service_args: args.service_arg.clone(),
-            bin: fs::canonicalize(&bin).unwrap_or(bin),
-            work_dir: args.work_dir.clone().unwrap_or_else(|| {
-                PathBuf::from(format!("/tmp/companion-soak-{}", std::process::id()))
-            }),
+            bin: run.bin,
+            work_dir: run.work_dir,
             quick: q,
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: run.command,
         })
     }
 }

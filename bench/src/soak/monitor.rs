@@ -12,10 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::bench::{
-    cleanup, floor,
+use crate::kit::{
+    cleanup,
     http::Conn,
     service::{self, Health},
+    stats,
 };
 
 /// The soak's phases, for attributing observations.
@@ -87,7 +88,7 @@ impl Observed {
             .filter(|r| r.at >= from && r.at <= to)
             .map(|r| figure(r) as f64)
             .collect();
-        (!v.is_empty()).then(|| floor::median(&mut v).round() as u64)
+        (!v.is_empty()).then(|| stats::median(&mut v).round() as u64)
     }
 
     /// Highest VmRSS (kB) read in a phase.

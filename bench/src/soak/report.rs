@@ -3,9 +3,9 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{Figures, Settings, load::Kind, monitor::Phase};
-use crate::bench::{
-    report::Machine,
-    service::{Stopped, describe_status},
+use crate::kit::{
+    machine::Machine,
+    service::{Health, Stopped, describe_status},
 };
 
 fn mib(kb: u64) -> String {
@@ -207,17 +207,13 @@ pub fn text(settings: &Settings, machine: &Machine, f: &Figures) -> (String, usi
     }
 
     // Tracker and sampling.
-    let delta = |a: &Option<crate::bench::service::Health>,
-                 b: &Option<crate::bench::service::Health>,
-                 get: fn(&crate::bench::service::Health) -> u64| {
-        match (a, b) {
-            (Some(a), Some(b)) => Some(get(b).saturating_sub(get(a))),
-            _ => None,
-        }
+    let delta = |a: &Option<Health>, b: &Option<Health>, get: fn(&Health) -> u64| match (a, b) {
+        (Some(a), Some(b)) => Some(get(b).saturating_sub(get(a))),
+        _ => None,
     };
     let show = |v: Option<u64>| v.map_or("n/a".into(), |v| v.to_string());
     let end = f.health_end.as_ref().or(f.observed.last.as_ref());
-    let total = |get: fn(&crate::bench::service::Health) -> u64| end.map(get);
+    let total = |get: fn(&Health) -> u64| end.map(get);
     let _ = writeln!(
         out,
         "\ntracker: events received {} during the churn ({} in all), lost {} ({}), reconciliations {} ({}), repairs {} ({})",

@@ -7,7 +7,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -15,9 +14,13 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::bench::{
+use testbed::{
+    CgroupMount,
+    proc::{all_pids, is_listable, listable_in},
+};
+
+use crate::kit::{
     cleanup,
-    host::{CgroupMount, procs_of},
     http::Conn,
     service::{self, Health},
 };
@@ -71,22 +74,6 @@ impl Verification {
     }
 }
 
-/// What the API should list for a cgroup: its pids with a command line and resident memory.
-fn expected(dir: &std::path::Path) -> BTreeSet<u32> {
-    procs_of(dir)
-        .into_iter()
-        .filter(|&pid| listed(pid))
-        .collect()
-}
-
-fn listed(pid: u32) -> bool {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !cmdline.iter().any(|&b| b != 0) {
-        return false;
-    }
-    service::memory(pid).is_ok_and(|m| m.rss_kb > 0)
-}
-
 /// Waits until the service has published `n` samples after now.
 async fn samples_after(conn: &mut Conn, n: u64, period: Duration) -> anyhow::Result<Health> {
     let first = service::health(conn).await?;
@@ -137,42 +124,18 @@ async fn api_pids(conn: &mut Conn, name: &str) -> anyhow::Result<Option<BTreeSet
 /// The whole host: (container processes listed, all container processes) by /proc.
 fn host_scan(mount: &CgroupMount) -> (usize, usize) {
     let (mut listed_n, mut all) = (0, 0);
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return (0, 0);
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            continue;
-        };
-        if container_of(&text, mount.v1_cpu).is_some_and(|c| c != "/" && !c.is_empty()) {
+    for pid in all_pids() {
+        if mount
+            .cgroup_of(pid)
+            .is_some_and(|c| c != "/" && !c.is_empty())
+        {
             all += 1;
-            if listed(pid) {
+            if is_listable(pid) {
                 listed_n += 1;
             }
         }
     }
     (listed_n, all)
-}
-
-/// The container of a /proc/PID/cgroup text, as the service names it by default.
-fn container_of(text: &str, v1_cpu: bool) -> Option<&str> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let wanted = if v1_cpu {
-            controllers.split(',').any(|c| c == "cpu")
-        } else {
-            controllers.is_empty()
-        };
-        wanted.then_some(path)
-    })
 }
 
 pub struct VerifyInput<'a> {
@@ -199,7 +162,7 @@ pub async fn run(
         let before: BTreeMap<Arc<str>, BTreeSet<u32>> = input
             .live
             .iter()
-            .map(|(name, dir)| (name.clone(), expected(dir)))
+            .map(|(name, dir)| (name.clone(), listable_in(dir)))
             .collect();
         // Two samples after the read: the newest sample began after it.
         samples_after(conn, 2, input.period).await?;
@@ -211,7 +174,7 @@ pub async fn run(
         let after: BTreeMap<Arc<str>, BTreeSet<u32>> = input
             .live
             .iter()
-            .map(|(name, dir)| (name.clone(), expected(dir)))
+            .map(|(name, dir)| (name.clone(), listable_in(dir)))
             .collect();
         if before != after {
             earlier.push(format!(
@@ -270,7 +233,7 @@ pub async fn run(
     let truth: BTreeMap<String, usize> = input
         .live
         .iter()
-        .map(|(name, dir)| (name.to_string(), expected(dir).len()))
+        .map(|(name, dir)| (name.to_string(), listable_in(dir).len()))
         .filter(|(_, n)| *n > 0)
         .collect();
     for (name, n) in &truth {

@@ -1,8 +1,16 @@
-//! The ground truth, read from /proc by the tests themselves.
+//! The ground truth, read from /proc through the `procfs` crate: independent of the service's
+//! own parsers. Only `stat` keeps the raw text, so tests can compare fields by their proc(5)
+//! number.
 
 use std::{collections::BTreeSet, fs, path::Path};
 
+use procfs::process::Process;
+
 pub type Pid = u32;
+
+fn process(pid: Pid) -> Option<Process> {
+    Process::new(i32::try_from(pid).ok()?).ok()
+}
 
 /// `/proc/PID/cmdline` with NULs as spaces and trailing NULs dropped, like the contract;
 /// `None` when the process is gone.
@@ -28,13 +36,30 @@ pub fn status_field(pid: Pid, key: &str) -> Option<String> {
 
 /// VmRSS in kB, 0 when the line is missing (kernel threads, zombies); `None` when gone.
 pub fn vm_rss_kb(pid: Pid) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(
-        text.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0),
-    )
+    Some(process(pid)?.status().ok()?.vmrss.unwrap_or(0))
+}
+
+/// The memory of a process from /proc/PID/status, in kB, and its thread count.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    pub hwm_kb: u64,
+    /// VmRSS: anonymous + file-backed + shared memory.
+    pub rss_kb: u64,
+    pub anon_kb: u64,
+    pub file_kb: u64,
+    pub threads: u64,
+}
+
+/// [`Memory`] of a process; `None` when it is gone.
+pub fn memory(pid: Pid) -> Option<Memory> {
+    let status = process(pid)?.status().ok()?;
+    Some(Memory {
+        hwm_kb: status.vmhwm.unwrap_or(0),
+        rss_kb: status.vmrss.unwrap_or(0),
+        anon_kb: status.rssanon.unwrap_or(0),
+        file_kb: status.rssfile.unwrap_or(0),
+        threads: status.threads,
+    })
 }
 
 /// Whether the contract lists this process: a non-empty command line and memory.
@@ -61,26 +86,29 @@ pub fn stat_field(pid: Pid, number: usize) -> Option<String> {
 
 /// `R`, `S`, `Z`…
 pub fn state(pid: Pid) -> Option<String> {
-    stat_field(pid, 3)
+    Some(process(pid)?.stat().ok()?.state.to_string())
 }
 
 /// utime + stime in clock ticks.
 pub fn cpu_ticks(pid: Pid) -> Option<u64> {
-    let (_, f) = stat(pid)?;
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    let stat = process(pid)?.stat().ok()?;
+    Some(stat.utime + stat.stime)
+}
+
+/// utime + stime in seconds.
+pub fn cpu_seconds(pid: Pid) -> Option<f64> {
+    Some(cpu_ticks(pid)? as f64 / ticks_per_second() as f64)
 }
 
 pub fn alive(pid: Pid) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    process(pid).is_some()
 }
 
 /// The thread ids of a process, leader included.
 pub fn threads(pid: Pid) -> Vec<Pid> {
-    let mut tids: Vec<Pid> = fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+    let mut tids: Vec<Pid> = process(pid)
+        .and_then(|p| p.tasks().ok())
+        .map(|tasks| tasks.flatten().map(|t| t.tid as Pid).collect())
         .unwrap_or_default();
     tids.sort_unstable();
     tids
@@ -88,19 +116,18 @@ pub fn threads(pid: Pid) -> Vec<Pid> {
 
 /// Thread-group id of a task (a process's pid, or the process of a thread).
 pub fn tgid(tid: Pid) -> Option<Pid> {
-    status_field(tid, "Tgid")?.trim().parse().ok()
+    Some(process(tid)?.status().ok()?.tgid as Pid)
 }
 
 /// Direct children of a process (all of its threads' children).
 pub fn children(pid: Pid) -> BTreeSet<Pid> {
-    threads(pid)
-        .into_iter()
-        .filter_map(|tid| fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<_>>()
-        })
+    let Some(tasks) = process(pid).and_then(|p| p.tasks().ok()) else {
+        return BTreeSet::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.children().ok())
+        .flatten()
         .collect()
 }
 
@@ -123,33 +150,34 @@ pub fn listable_in(dir: &Path) -> BTreeSet<Pid> {
 /// The path of a process in one hierarchy of `/proc/PID/cgroup`: `controller` is a v1
 /// controller name (exact match in the list) or `""` for the v2 line.
 pub fn cgroup_path(pid: Pid, controller: &str) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+    let cgroups = process(pid)?.cgroups().ok()?;
+    cgroups.into_iter().find_map(|line| {
         let hit = if controller.is_empty() {
-            id == "0" && controllers.is_empty()
+            line.hierarchy == 0 && line.controllers.is_empty()
         } else {
-            controllers.split(',').any(|c| c == controller)
+            line.controllers.iter().any(|c| c == controller)
         };
-        hit.then(|| path.to_owned())
+        hit.then_some(line.pathname)
     })
 }
 
 /// Clock ticks per second (USER_HZ).
 pub fn ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as u64 } else { 100 }
+    procfs::ticks_per_second()
+}
+
+/// Every process of this host, by pid.
+pub fn all_pids() -> Vec<Pid> {
+    procfs::process::all_processes()
+        .map(|all| all.flatten().map(|p| p.pid as Pid).collect())
+        .unwrap_or_default()
 }
 
 /// How many processes of this host are in a container (a cpu cgroup other than `/`): what the
 /// service samples every period.
 pub fn host_container_processes() -> usize {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<Pid>().ok())
+    all_pids()
+        .into_iter()
         .filter(|&pid| cgroup_path(pid, "cpu").is_some_and(|p| p != "/"))
         .count()
 }

@@ -15,7 +15,11 @@ use std::{
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::{cleanup, host::child_setup, http::Conn};
+use testbed::{proc, spawn::join_before_exec};
+
+use super::{cleanup, http::Conn};
+
+pub use testbed::proc::Memory;
 
 /// The /healthz fields the benchmark uses (others are ignored; missing ones read as 0).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -104,7 +108,7 @@ impl Service {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-        child_setup(&mut cmd, None, libc::SIGTERM);
+        join_before_exec(&mut cmd, Vec::new(), Some(libc::SIGTERM));
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", options.bin.display()))?;
@@ -273,53 +277,12 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 /// utime + stime of a process, in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let after = text
-        .rfind(')')
-        .map(|i| &text[i + 1..])
-        .context("malformed stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the name: field 3 (state) is index 0; utime (14) is 11, stime (15) is 12.
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) as f64 / ticks_per_second())
+    proc::cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat"))
 }
 
-pub fn ticks_per_second() -> f64 {
-    // SAFETY: plain libc call.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
-/// The memory of a process from /proc/PID/status, in kB, and its thread count.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Memory {
-    pub hwm_kb: u64,
-    /// VmRSS: anonymous + file-backed + shared memory.
-    pub rss_kb: u64,
-    pub anon_kb: u64,
-    pub file_kb: u64,
-    pub threads: u64,
-}
-
+/// The memory of a process from /proc/PID/status.
 pub fn memory(pid: u32) -> anyhow::Result<Memory> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |key: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(Memory {
-        hwm_kb: field("VmHWM:"),
-        rss_kb: field("VmRSS:"),
-        anon_kb: field("RssAnon:"),
-        file_kb: field("RssFile:"),
-        threads: field("Threads:"),
-    })
+    proc::memory(pid).with_context(|| format!("reading /proc/{pid}/status"))
 }
 
 /// CPU time of the service's sampler thread (by name), in ns, from schedstat.

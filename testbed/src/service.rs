@@ -15,7 +15,7 @@ use nix::{sys::signal::Signal, unistd::Pid as NixPid};
 use serde_json::Value;
 
 use crate::{
-    api,
+    Container, api,
     http::{self, Response},
     proc::Pid,
     wait_for,
@@ -50,25 +50,18 @@ pub fn test_period() -> Duration {
     period
 }
 
-/// The binary under test: `$COMPANION_BIN`, else the newest of target/{release,debug}/companion.
+/// The binary under test: the one Cargo built for this test run (`CARGO_BIN_EXE_companion`,
+/// which Cargo sets for the test targets of the `companion` package), never whatever happens to
+/// lie in `target/`.
 pub fn companion_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("COMPANION_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_absolute() && bin.exists(),
-            "COMPANION_BIN={} must be an absolute path to the binary",
-            bin.display()
-        );
-        return bin;
+    let bin = std::env::var_os("CARGO_BIN_EXE_companion").map(PathBuf::from);
+    match bin {
+        Some(bin) if bin.is_absolute() && bin.exists() => bin,
+        _ => panic!(
+            "CARGO_BIN_EXE_companion does not name the binary: run the end-to-end tests with \
+             `cargo test -p companion` (add --release for the eBPF tracker)"
+        ),
     }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
-    ["release", "debug"]
-        .iter()
-        .map(|profile| target.join(profile).join("companion"))
-        .filter_map(|path| Some((fs::metadata(&path).ok()?.modified().ok()?, path)))
-        .max()
-        .map(|(_, path)| path)
-        .expect("no companion binary: run `cargo build -p companion` or set COMPANION_BIN")
 }
 
 /// A port nobody listens on right now (the service may still lose a race for it: retried).
@@ -360,6 +353,16 @@ impl Service {
             }
             Err(r) => panic!("{container}: status {} body {:?}", r.status, r.text()),
         }
+    }
+
+    /// Waits until the service lists exactly these processes in the newest sample of
+    /// `container`.
+    pub fn wait_listed(&self, container: &Container, pids: &[Pid]) {
+        self.wait_pids(
+            &container.path,
+            Some(&crate::pid_set(pids)),
+            self.patience(),
+        );
     }
 
     /// Polls until the listed pids of `container` equal `expected` (`None`: not found).

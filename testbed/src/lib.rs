@@ -1,13 +1,25 @@
-//! The end-to-end harness: the real `companion` binary against real cgroups, /proc and BPF.
+//! `testbed`: the simulated host, shared by the end-to-end tests (`companion/tests/`), the
+//! benchmark and the soak (`bench/`): real cgroups, real processes, the real `companion` binary,
+//! and the ground truth read from /proc through the `procfs` crate.
 //!
+//! Host simulation (used by all):
 //! - [`cgroup::TestCgroup`]: simulated containers under a unique prefix, processes started inside
 //!   them, moves; on drop everything it started is killed by PID and its cgroups are removed.
+//! - [`cgroup::CgroupMount`]: the hierarchy that names containers, as the service picks it, and
+//!   [`cgroup::Hierarchy`]: every hierarchy of a hybrid host, found in mountinfo.
+//! - [`sweep`]: leftovers of dead runs (tests or benchmarks) found and removed; the directory
+//!   walks every clean-up needs.
+//! - [`spawn::join_before_exec`]: a child joins its cgroups between fork and exec, as
+//!   `docker exec` does.
+//! - [`proc`]: the ground truth, read from /proc through the `procfs` crate.
+//!
+//! End-to-end tests:
+//!
 //! - [`service::Service`]: the binary on a free port, ready when /healthz answers; queried with
 //!   a raw HTTP/1.1 client ([`http`]); stopped with SIGTERM on drop, its log printed when the
 //!   test fails.
 //! - [`api`]: the v1.0 contract as checks (keys, order, types, sorting, share invariants), run on
 //!   every 200 answer the harness sees.
-//! - [`proc`]: the ground truth, read from /proc by the tests.
 //! - [`spawn`]: the kinds of processes the tests need (busy, idle, oddly named, threaded,
 //!   forking, short-lived).
 //! - [`oneshot`]: runs expected to end by themselves (a refused start: exit status, stderr);
@@ -15,7 +27,7 @@
 //! - [`tls`]: a private CA with server and client certificates, and a TLS client.
 //! - [`openmetrics`]: /metrics parsed by the Prometheus client's strict OpenMetrics parser.
 //!
-//! Tests must run as root on a host with cgroups and BPF (see `/work/shared/notes/machine.md`).
+//! Everything here needs root on a host with cgroups and BPF.
 
 pub mod api;
 pub mod cgroup;
@@ -25,17 +37,24 @@ pub mod openmetrics;
 pub mod proc;
 pub mod service;
 pub mod spawn;
+pub mod sweep;
 pub mod tls;
 
 use std::{
+    collections::BTreeSet,
     sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
 
-pub use cgroup::{Container, Hierarchy, TestCgroup, unique_id};
+pub use cgroup::{CgroupMount, Container, Hierarchy, TestCgroup, unique_id};
 pub use proc::Pid;
 pub use service::{Service, Tracker};
+
+/// A set of pids, as the API's answers are compared.
+pub fn pid_set(pids: &[Pid]) -> BTreeSet<Pid> {
+    pids.iter().copied().collect()
+}
 
 /// Polls `check` every 20 ms until it returns `Ok`, for at most `timeout`; panics with `what`
 /// and the last `Err` reason otherwise.

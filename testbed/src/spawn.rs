@@ -1,12 +1,52 @@
-//! Commands for the kinds of processes the tests need. Each returns a `Command` with null stdio,
-//! to be started with [`crate::cgroup::TestCgroup::spawn`].
+//! Starting processes inside containers ([`join_before_exec`]), and commands for the kinds of
+//! processes the tests need: each returns a `Command` with null stdio, to be started with
+//! [`crate::cgroup::TestCgroup::spawn`].
 
 use std::{
-    os::unix::{ffi::OsStrExt, fs::PermissionsExt, process::CommandExt},
+    os::{
+        fd::RawFd,
+        unix::{ffi::OsStrExt, fs::PermissionsExt, process::CommandExt},
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::OnceLock,
 };
+
+/// Makes `command`'s child join cgroups between fork and exec, as `docker exec` does: it writes
+/// `0` (itself) to each `cgroup.procs` open as `cgroup_procs` (descriptors the parent keeps open
+/// until the spawn returns), so when the spawn returns the process is inside and runs the new
+/// program. With `death_signal`, the child also gets it when the spawning thread ends
+/// (`PR_SET_PDEATHSIG`), so a killed benchmark leaves no process behind. The signal mask is
+/// cleared (the parent may block signals it waits for).
+pub fn join_before_exec(
+    command: &mut Command,
+    cgroup_procs: Vec<RawFd>,
+    death_signal: Option<libc::c_int>,
+) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the hook only makes async-signal-safe calls (prctl, getppid, write, sigemptyset,
+    // sigprocmask) on memory prepared before the fork; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(signal) = death_signal
+                && (libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0
+                    || libc::getppid() != parent)
+            {
+                return Err(std::io::Error::other("parent gone"));
+            }
+            for &fd in &cgroup_procs {
+                // "0" moves the writing process itself.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
 
 /// A command with stdin, stdout and stderr connected to /dev/null.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {

@@ -1,0 +1,467 @@
+//! The tables of the report: one row builder per table, their headers, and the table itself
+//! (aligned for a terminal, or Markdown); the original Go service's reference figures.
+
+use std::{fmt::Write as _, time::Duration};
+
+use super::super::{
+    Settings, Tracker,
+    results::{PointResult, RunResult},
+};
+
+/// The original Go service (v0.1.4) on this machine kind, from the issue.
+pub struct Reference {
+    pub processes: usize,
+    pub cpu_percent: f64,
+    pub rss_mb: f64,
+    pub us_per_process: Option<f64>,
+}
+
+pub const REFERENCE: [Reference; 2] = [
+    Reference {
+        processes: 1000,
+        cpu_percent: 7.0,
+        rss_mb: 541.0,
+        us_per_process: None,
+    },
+    Reference {
+        processes: 5000,
+        cpu_percent: 36.0,
+        rss_mb: 2600.0,
+        us_per_process: Some(70.0),
+    },
+];
+
+pub(super) fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+pub(super) fn n(v: usize) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(super) fn ok(pass: bool) -> &'static str {
+    if pass { "✓" } else { "✗" }
+}
+
+/// A table, aligned for a terminal or as Markdown.
+/// The first `left` columns are left-aligned, the others right-aligned.
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>], markdown: bool, left: usize) -> String {
+    let mut out = String::new();
+    if markdown {
+        let _ = writeln!(out, "| {} |", headers.join(" | "));
+        let _ = writeln!(
+            out,
+            "|{}",
+            headers.iter().map(|_| "---|").collect::<String>()
+        );
+        for row in rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        return out;
+    }
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::from(" ");
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if i < left {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(cell);
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(headers.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// One line per run, printed as the benchmark goes.
+pub fn run_line(point: &PointResult, run: &RunResult) -> String {
+    let w = &run.window;
+    let mut s = format!(
+        "{:<6} {:>6.2} µs/process·sample ({:.0} µs/sample, {:.1} % of a core, {:.0} tracked), \
+         RSS {:.1} MB (peak {:.1}), ×{:.2} open/read/close floor, ×{:.2} procfs floor, {} slipped",
+        run.tracker.to_string(),
+        w.us_per_process(),
+        w.us_per_sample(),
+        w.cpu_percent(),
+        w.tracked,
+        mb(w.memory.rss_kb),
+        mb(w.memory.hwm_kb),
+        w.us_per_process() / point.floor.open_read_close_us().max(1e-9),
+        w.us_per_sample() / point.floor.procfs_round_us().max(1e-9),
+        w.slipped
+    );
+    for load in &run.load {
+        let _ = write!(
+            s,
+            "; load ({}) {:.0} req/s p99 {:.1} ms, {} errors, {} slipped",
+            mode(&load.result),
+            load.result.rps(),
+            load.result.p99_ms,
+            load.result.errors(),
+            load.slipped()
+        );
+    }
+    if let Some(probe) = &run.probe {
+        let _ = write!(
+            s,
+            "; exec-to-visible median {:.0} ms max {:.0} ms",
+            probe.median_ms(),
+            probe.max_ms()
+        );
+    }
+    s
+}
+
+pub(super) fn cost_rows(point: &PointResult) -> Vec<Vec<String>> {
+    let f = &point.floor;
+    point
+        .runs
+        .iter()
+        .map(|r| {
+            let w = &r.window;
+            vec![
+                r.tracker.to_string(),
+                format!("{:.0} ({})", w.tracked, w.containers),
+                format!("{:.2}", w.cpu_percent()),
+                format!("{:.0}", w.us_per_sample()),
+                format!("{:.2}", w.us_per_process()),
+                format!(
+                    "{:.2}",
+                    w.us_per_process() / f.open_read_close_us().max(1e-9)
+                ),
+                format!("{:.2}", w.us_per_process() / f.design_us().max(1e-9)),
+                format!("{:.2}", w.us_per_sample() / f.procfs_round_us().max(1e-9)),
+                w.sampler_thread_secs.map_or("–".into(), |s| {
+                    format!("{:.0} %", 100.0 * s / w.cpu_secs.max(1e-9))
+                }),
+            ]
+        })
+        .collect()
+}
+
+pub(super) const COST_HEADERS: [&str; 9] = [
+    "tracker",
+    "tracked (containers)",
+    "CPU % core",
+    "µs/sample",
+    "µs/proc·sample",
+    "× o/r/c floor",
+    "× design floor",
+    "× procfs floor",
+    "sampler thread",
+];
+
+pub(super) fn memory_rows(point: &PointResult, period: Duration) -> Vec<Vec<String>> {
+    point
+        .runs
+        .iter()
+        .map(|r| {
+            let w = &r.window;
+            vec![
+                r.tracker.to_string(),
+                format!(
+                    "{:.1} → {:.1}",
+                    mb(w.memory_begin.rss_kb),
+                    mb(w.memory.rss_kb)
+                ),
+                format!("{:.1}", mb(w.memory.hwm_kb)),
+                format!("{:.1}", mb(r.memory_end.rss_kb)),
+                format!(
+                    "{:.1} / {:.1}",
+                    1e3 * w.watch.mean_last_sample(),
+                    1e3 * w.watch.max_last_sample
+                ),
+                format!("{:.2}", w.watch.max_age / period.as_secs_f64()),
+                format!("{} / {}", w.samples, w.slipped),
+                w.open_descriptors.to_string(),
+                format!("{} / {}", w.events, w.events_lost),
+                format!("{:.1} / {:.0}", r.startup_secs, r.warmup_secs),
+            ]
+        })
+        .collect()
+}
+
+pub(super) const MEMORY_HEADERS: [&str; 10] = [
+    "tracker",
+    "RSS MB (window start → end)",
+    "peak MB",
+    "RSS MB at end",
+    "sample ms mean/max",
+    "max age (periods)",
+    "samples / slipped",
+    "open fds",
+    "events / lost",
+    "start-up / warm-up s",
+];
+
+pub(super) fn floor_line(point: &PointResult) -> String {
+    let f = &point.floor;
+    format!(
+        "floor (median of {} rounds, CPU time, over the benchmark's {} container processes): \
+         stat+status open/read/close {:.2} µs/process \
+         ({:.2} µs wall); pread on open fds {:.2} µs/process ({} processes within the fd budget); \
+         service design (pread within budget, open/read/close beyond) {:.2} µs/process; procfs \
+         tracker (readdir + cgroup of {} processes + stat/status of {} in containers) {:.0} µs/round \
+         = {:.2} µs per container process",
+        f.rounds(),
+        n(f.processes),
+        f.open_read_close_us(),
+        f.open_read_close_wall_us(),
+        f.pread_us(),
+        n(f.pread_processes),
+        f.design_us(),
+        n(f.procfs_listed),
+        n(f.procfs_in_containers),
+        f.procfs_round_us(),
+        f.procfs_us_per_container_process()
+    )
+}
+
+/// "max" for back-to-back clients, else the paced rate.
+pub(super) fn mode(result: &super::super::load::LoadResult) -> String {
+    match result.rate {
+        Some(rate) => format!("paced {rate:.0}/s"),
+        None => "max".into(),
+    }
+}
+
+pub(super) fn load_rows(point: &PointResult, period: Duration) -> Vec<Vec<String>> {
+    point
+        .runs
+        .iter()
+        .flat_map(|r| r.load.iter().map(move |l| (r, l)))
+        .map(|(r, l)| {
+            let idle_cpu = r.window.cpu_secs / r.window.wall_secs.max(1e-9) * l.result.secs;
+            let per_req = 1e6 * (l.cpu_secs - idle_cpu).max(0.0) / l.result.requests.max(1) as f64;
+            vec![
+                r.tracker.to_string(),
+                mode(&l.result),
+                l.result.clients.to_string(),
+                format!("{:.0}", l.result.rps()),
+                format!("{:.2}", l.result.p50_ms),
+                format!("{:.2}", l.result.p90_ms),
+                format!("{:.2}", l.result.p99_ms),
+                format!("{:.1}", l.result.max_ms),
+                format!(
+                    "{:.2} / {:.2}",
+                    l.result.check_p99_ms, l.result.history_p99_ms
+                ),
+                format!(
+                    "{:.1}",
+                    l.result.bytes as f64 / 1024.0 / l.result.requests.max(1) as f64
+                ),
+                l.result.errors().to_string(),
+                l.slipped().to_string(),
+                format!("{:.2}", l.watch.max_age / period.as_secs_f64()),
+                format!("{:.1}", 1e3 * l.watch.max_last_sample),
+                format!("{:.0}", 100.0 * l.cpu_secs / l.result.secs.max(1e-9)),
+                format!("{per_req:.0}"),
+            ]
+        })
+        .collect()
+}
+
+pub(super) const LOAD_HEADERS: [&str; 16] = [
+    "tracker",
+    "load",
+    "clients",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "p99 check/history ms",
+    "mean body KiB",
+    "errors",
+    "slipped",
+    "max age (periods)",
+    "max sample ms",
+    "service CPU %",
+    "service µs/req",
+];
+
+pub(super) fn probe_rows(point: &PointResult) -> Vec<Vec<String>> {
+    point
+        .runs
+        .iter()
+        .filter_map(|r| {
+            let p = r.probe.as_ref()?;
+            Some(vec![
+                r.tracker.to_string(),
+                p.trials.to_string(),
+                format!("{:.0}", p.median_ms()),
+                format!("{:.0}", p.max_ms()),
+                p.missed.to_string(),
+            ])
+        })
+        .collect()
+}
+
+pub(super) const PROBE_HEADERS: [&str; 5] = ["tracker", "trials", "median ms", "max ms", "missed"];
+
+/// Sweep rows: one per point of a sweep (the default point included), sorted by `key`.
+pub(super) fn sweep_rows(points: &[&PointResult], trackers: &[Tracker]) -> Vec<Vec<String>> {
+    points
+        .iter()
+        .map(|p| {
+            let mut row = vec![
+                n(p.shape.container_processes()),
+                n(p.shape.hosts),
+                format!("{:.2}", p.floor.design_us()),
+                format!("{:.0}", p.floor.procfs_round_us()),
+            ];
+            for &t in trackers {
+                match p.run(t) {
+                    Some(r) => {
+                        let w = &r.window;
+                        row.push(format!("{:.0}", w.us_per_sample()));
+                        row.push(format!("{:.2}", w.us_per_process()));
+                        row.push(format!("{:.2}", w.cpu_percent()));
+                        row.push(format!("{:.1}", mb(w.memory.rss_kb)));
+                        row.push(format!("{:.1}", 1e3 * w.watch.max_last_sample));
+                    }
+                    None => row.extend(std::iter::repeat_n("–".to_string(), 5)),
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+pub(super) fn sweep_headers(trackers: &[Tracker]) -> Vec<String> {
+    let mut h: Vec<String> = vec![
+        "container procs".into(),
+        "host procs".into(),
+        "design floor µs/proc".into(),
+        "procfs floor µs/round".into(),
+    ];
+    for t in trackers {
+        h.push(format!("{t} µs/sample"));
+        h.push(format!("{t} µs/proc"));
+        h.push(format!("{t} CPU %"));
+        h.push(format!("{t} RSS MB"));
+        h.push(format!("{t} max sample ms"));
+    }
+    h
+}
+
+/// The sweep points along one axis: same shape as the default except `hosts` (or except the
+/// container count).
+pub(super) fn sweep_points<'a>(
+    results: &'a [PointResult],
+    settings: &Settings,
+    hosts_axis: bool,
+) -> Vec<&'a PointResult> {
+    let d = settings.shape;
+    let mut points: Vec<&PointResult> = results
+        .iter()
+        .filter(|p| {
+            if hosts_axis {
+                p.shape.containers == d.containers && p.shape.per_container == d.per_container
+            } else {
+                p.shape.hosts == d.hosts && p.shape.per_container == d.per_container
+            }
+        })
+        .collect();
+    if hosts_axis {
+        points.sort_by_key(|p| p.shape.hosts);
+    } else {
+        points.sort_by_key(|p| p.shape.containers);
+    }
+    points
+}
+
+pub(super) fn reference_rows(results: &[PointResult]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for reference in &REFERENCE {
+        let point = results
+            .iter()
+            .filter(|p| p.shape.container_processes() == reference.processes)
+            .max_by_key(|p| p.full);
+        let mut row = vec![
+            n(reference.processes),
+            format!("{:.0} %", reference.cpu_percent),
+            reference.us_per_process.map_or(
+                "~".to_string()
+                    + &format!(
+                        "{:.0}",
+                        reference.cpu_percent * 1e4 / reference.processes as f64
+                    ),
+                |u| format!("~{u:.0}"),
+            ),
+            format!("{:.0}", reference.rss_mb),
+        ];
+        for t in [Tracker::Ebpf, Tracker::Procfs] {
+            match point.and_then(|p| p.run(t)) {
+                Some(r) => {
+                    let w = &r.window;
+                    row.push(format!(
+                        "{:.2} % / {:.2} µs / {:.1} MB ({:.0}× less CPU, {:.0}× less RSS)",
+                        w.cpu_percent(),
+                        w.us_per_process(),
+                        mb(w.memory.rss_kb),
+                        reference.cpu_percent / w.cpu_percent().max(1e-9),
+                        reference.rss_mb / mb(w.memory.rss_kb).max(1e-9)
+                    ));
+                }
+                None => row.push("–".into()),
+            }
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+pub(super) const REFERENCE_HEADERS: [&str; 6] = [
+    "container procs",
+    "Go: CPU % core",
+    "Go: µs/proc·sample",
+    "Go: RSS MB",
+    "ebpf: CPU / µs per proc / RSS",
+    "procfs: CPU / µs per proc / RSS",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands() {
+        assert_eq!(n(0), "0");
+        assert_eq!(n(999), "999");
+        assert_eq!(n(1000), "1,000");
+        assert_eq!(n(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["a", "bb"], &[vec!["xyz".into(), "1".into()]], false, 1);
+        assert_eq!(t, " a    bb\n xyz   1\n");
+        let m = table(&["a", "bb"], &[vec!["xyz".into(), "1".into()]], true, 1);
+        assert_eq!(m, "| a | bb |\n|---|---|\n| xyz | 1 |\n");
+    }
+}
