@@ -1,8 +1,9 @@
-//! Real Docker containers for the runtime tests, through the `docker` command.
+//! Real containers for the runtime tests, through the `docker` command (and `podman`, which
+//! takes the same commands).
 //!
-//! - [`engine`]: the engine, or `None` with the reason printed (the tests then skip), unless
-//!   `COMPANION_DOCKER_REQUIRED` is set (`cargo xtask test` sets it after starting an engine):
-//!   then a missing engine fails the test.
+//! - [`engine`]: the Docker engine, or `None` with the reason printed (the tests then skip),
+//!   unless `COMPANION_DOCKER_REQUIRED` is set (`cargo xtask test` sets it after starting an
+//!   engine): then a missing engine fails the test. [`podman`]: the same for Podman.
 //! - [`Docker::image`]: a small image made offline from the host's static busybox (`docker
 //!   import` of a root file system), built once and reused across runs.
 //! - [`Docker::run`]: a detached container with `--network none` under a unique name prefix;
@@ -22,6 +23,8 @@ use std::{
 
 /// The image the tests run: busybox only.
 pub const IMAGE: &str = "companion-test-busybox:1";
+/// The same image as Podman names it.
+pub const PODMAN_IMAGE: &str = "localhost/companion-test-busybox:1";
 /// Applets linked in the image.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "tail", "true", "yes", "cat", "ls", "ps", "echo", "kill",
@@ -29,37 +32,58 @@ const APPLETS: &[&str] = &[
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
 
-/// A reachable Docker engine.
+/// A container runtime's command line that works here.
 pub struct Docker {
-    _private: (),
+    /// `docker` or `podman`.
+    cli: &'static str,
 }
 
-/// The engine, or `None` after printing why the Docker tests skip. When
+/// The Docker engine, or `None` after printing why the Docker tests skip. When
 /// `COMPANION_DOCKER_REQUIRED` is set, a missing engine panics instead.
 pub fn engine() -> Option<Docker> {
-    let why = match docker(&["version", "--format", "{{.Server.Version}}"]) {
-        Ok(_) => return Some(Docker { _private: () }),
+    available(
+        "docker",
+        &["version", "--format", "{{.Server.Version}}"],
+        "`cargo xtask test` starts one (dockerd)",
+    )
+}
+
+/// Podman (no daemon), or `None` after printing why the Podman tests skip (panics when
+/// `COMPANION_DOCKER_REQUIRED` is set).
+pub fn podman() -> Option<Docker> {
+    available(
+        "podman",
+        &["version", "--format", "{{.Client.Version}}"],
+        "`cargo xtask setup` installs podman",
+    )
+}
+
+fn available(cli: &'static str, probe: &[&str], hint: &str) -> Option<Docker> {
+    let why = match run_cli(cli, probe) {
+        Ok(_) => return Some(Docker { cli }),
         Err(why) => why,
     };
     if std::env::var_os("COMPANION_DOCKER_REQUIRED").is_some() {
-        panic!("COMPANION_DOCKER_REQUIRED is set but no Docker engine answers: {why}");
+        panic!("COMPANION_DOCKER_REQUIRED is set but {cli} does not work: {why}");
     }
-    eprintln!(
-        "SKIPPED: no Docker engine answers ({why}); `cargo xtask test` starts one (dockerd)"
-    );
+    eprintln!("SKIPPED: {cli} does not work here ({why}); {hint}");
     None
 }
 
 /// Runs `docker ARGS`; its standard output, or why it failed.
 pub fn docker(args: &[&str]) -> Result<String, String> {
-    let out: Output = Command::new("docker")
+    run_cli("docker", args)
+}
+
+fn run_cli(cli: &str, args: &[&str]) -> Result<String, String> {
+    let out: Output = Command::new(cli)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|err| format!("cannot run docker: {err}"))?;
     if !out.status.success() {
         return Err(format!(
-            "`docker {}` failed ({}): {}",
+            "`{cli} {}` failed ({}): {}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -68,20 +92,31 @@ pub fn docker(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn must(args: &[&str]) -> String {
-    docker(args).unwrap_or_else(|why| panic!("{why}"))
-}
-
-static IMAGE_BUILT: Mutex<bool> = Mutex::new(false);
+static IMAGE_BUILT: Mutex<[bool; 2]> = Mutex::new([false; 2]);
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Docker {
-    /// The test image, imported from a busybox root file system when the engine lacks it.
+    fn must(&self, args: &[&str]) -> String {
+        run_cli(self.cli, args).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// The test image, imported from a busybox root file system when the runtime lacks it.
+    /// Podman names an imported image `localhost/NAME`.
     pub fn image(&self) -> &'static str {
+        let (slot, image) = match self.cli {
+            "podman" => (1, PODMAN_IMAGE),
+            _ => (0, IMAGE),
+        };
         let mut built = IMAGE_BUILT.lock().unwrap_or_else(|e| e.into_inner());
-        if *built || docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]).is_ok() {
-            *built = true;
-            return IMAGE;
+        if built[slot]
+            || run_cli(
+                self.cli,
+                &["image", "inspect", "--format", "{{.Id}}", image],
+            )
+            .is_ok()
+        {
+            built[slot] = true;
+            return image;
         }
         assert!(
             Path::new(BUSYBOX).exists(),
@@ -106,10 +141,10 @@ impl Docker {
             .status()
             .expect("running tar");
         assert!(status.success(), "tar failed: {status}");
-        must(&["import", tar.to_str().unwrap(), IMAGE]);
+        self.must(&["import", tar.to_str().unwrap(), IMAGE]);
         let _ = std::fs::remove_dir_all(&dir);
-        *built = true;
-        IMAGE
+        built[slot] = true;
+        image
     }
 
     /// `docker run -d --network none --name <unique>-<name> ARGS IMAGE COMMAND…`.
@@ -117,17 +152,36 @@ impl Docker {
         let image = self.image();
         let name = format!("{}{name}", prefix());
         let mut all = vec!["run", "-d", "--network", "none", "--name", &name];
+        if self.cli == "podman" {
+            // Podman raises RLIMIT_NOFILE and RLIMIT_NPROC to its defaults (1048576, 4194304)
+            // for root, beyond this sandbox's hard limits: the runtime's setrlimit fails with
+            // EPERM (also with `--ulimit host`). Limits within them work.
+            all.extend([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ]);
+        }
         all.extend_from_slice(args);
         all.push(image);
         all.extend_from_slice(command);
-        let id = must(&all).trim().to_owned();
-        assert_eq!(id.len(), 64, "docker run printed {id:?}, not an id");
-        RunningContainer { id, name }
+        let id = self.must(&all).trim().to_owned();
+        assert_eq!(id.len(), 64, "{} run printed {id:?}, not an id", self.cli);
+        RunningContainer {
+            id,
+            name,
+            cli: self.cli,
+        }
     }
 
-    /// The pids `docker top` lists for a container (host pids).
+    /// The pids `docker top` lists for a container (host pids; Podman's `hpid`).
     pub fn top(&self, id: &str) -> BTreeSet<u32> {
-        must(&["top", id, "-eo", "pid"])
+        let args: &[&str] = match self.cli {
+            "podman" => &["top", id, "hpid"],
+            _ => &["top", id, "-eo", "pid"],
+        };
+        self.must(args)
             .lines()
             .skip(1)
             .filter_map(|line| line.trim().parse().ok())
@@ -136,7 +190,9 @@ impl Docker {
 
     /// `docker inspect --format FORMAT ID`, trimmed.
     pub fn inspect(&self, id: &str, format: &str) -> String {
-        must(&["inspect", "--format", format, id]).trim().to_owned()
+        self.must(&["inspect", "--format", format, id])
+            .trim()
+            .to_owned()
     }
 
     /// The container's main process, as the host sees it.
@@ -150,11 +206,11 @@ impl Docker {
     pub fn exec_detached(&self, id: &str, command: &[&str]) {
         let mut all = vec!["exec", "-d", id];
         all.extend_from_slice(command);
-        must(&all);
+        self.must(&all);
     }
 
     pub fn rename(&self, id: &str, new_name: &str) {
-        must(&["rename", id, new_name]);
+        self.must(&["rename", id, new_name]);
     }
 }
 
@@ -183,6 +239,7 @@ pub struct RunningContainer {
     pub id: String,
     /// The name it was started with (a `docker rename` does not change this field).
     pub name: String,
+    cli: &'static str,
 }
 
 impl RunningContainer {
@@ -193,15 +250,17 @@ impl RunningContainer {
 
     /// Removes it now (`docker rm -f`).
     pub fn remove(&self) {
-        must(&["rm", "-f", &self.id]);
+        if let Err(why) = run_cli(self.cli, &["rm", "-f", &self.id]) {
+            panic!("{why}");
+        }
     }
 }
 
 impl Drop for RunningContainer {
     fn drop(&mut self) {
         // Already gone is fine: the test may have removed it.
-        if let Err(why) = docker(&["rm", "-f", &self.id])
-            && !why.contains("No such container")
+        if let Err(why) = run_cli(self.cli, &["rm", "-f", &self.id])
+            && !why.to_lowercase().contains("no such container")
         {
             eprintln!("cleanup: {why}");
         }

@@ -17,7 +17,9 @@ use std::{
 use companion_tests::{
     Hierarchy, Pid, Service, TestCgroup, Tracker, api, cpu_heavy,
     docker::{self, Docker, RunningContainer},
-    openmetrics, service::companion_bin, unique_id, wait_for,
+    openmetrics,
+    service::companion_bin,
+    unique_id, wait_for,
 };
 use serde_json::Value;
 
@@ -165,9 +167,15 @@ fn docker_container_by_name() {
     assert_eq!(entry["image"], image);
     assert_eq!(entry["path"], format!("/docker/{}", c.id), "{entry}");
     for key in ["namespace", "pod", "container"] {
-        assert!(entry[key].is_null(), "{key} of a plain Docker container: {entry}");
+        assert!(
+            entry[key].is_null(),
+            "{key} of a plain Docker container: {entry}"
+        );
     }
-    assert!(entry.get("labels").is_none(), "labels only on request: {entry}");
+    assert!(
+        entry.get("labels").is_none(),
+        "labels only on request: {entry}"
+    );
 
     // The same processes as `docker top`: the main process (now tail), the loop, the forked
     // sleep, the exec'ed sleep.
@@ -189,7 +197,11 @@ fn docker_container_by_name() {
         let (_, processes) = pids_by_reference(&service, &c.name, "?sort=cpu&interval=2");
         match processes.first() {
             Some(first) if api::share(first) >= 90.0 => Ok(api::pid(first)),
-            Some(first) => Err(format!("first: pid {} {}%", api::pid(first), api::share(first))),
+            Some(first) => Err(format!(
+                "first: pid {} {}%",
+                api::pid(first),
+                api::share(first)
+            )),
             None => Err("no processes".into()),
         }
     });
@@ -232,27 +244,39 @@ fn docker_rename_and_remove() {
     let service = service();
     let c = docker.run("before", &[], &["sleep", "3600"]);
     wait_entry(&service, &c, "the first name", |e| {
-        (e["name"] == c.name.as_str()).then_some(()).ok_or(format!("{e}"))
+        (e["name"] == c.name.as_str())
+            .then_some(())
+            .ok_or(format!("{e}"))
     });
     let renamed = format!("{}after", docker::prefix());
     docker.rename(&c.id, &renamed);
     let began = Instant::now();
     wait_entry(&service, &c, "the new name", |e| {
-        (e["name"] == renamed.as_str()).then_some(()).ok_or(format!("{e}"))
+        (e["name"] == renamed.as_str())
+            .then_some(())
+            .ok_or(format!("{e}"))
     });
     eprintln!("rename seen after {:?}", began.elapsed());
-    assert_eq!(service.get(&format!("/api/v2/containers/{renamed}")).status, 200);
+    assert_eq!(
+        service.get(&format!("/api/v2/containers/{renamed}")).status,
+        200
+    );
     let old = service.get(&format!("/api/v2/containers/{}", c.name));
     assert_eq!(old.status, 404, "the old name: {}", old.text());
 
     c.remove();
-    wait_for("the removed container to go", service.patience(), || {
-        match listed(&service, &c.id) {
+    wait_for(
+        "the removed container to go",
+        service.patience(),
+        || match listed(&service, &c.id) {
             None => Ok(()),
             Some(e) => Err(format!("still listed: {e}")),
-        }
-    });
-    assert_eq!(service.get(&format!("/api/v2/containers/{renamed}")).status, 404);
+        },
+    );
+    assert_eq!(
+        service.get(&format!("/api/v2/containers/{renamed}")).status,
+        404
+    );
 }
 
 /// `--memory 64m --cpus 0.5`: the memory limit is shown; the v1.0 API answers for the real
@@ -267,7 +291,9 @@ fn docker_limits_v1_contract_labels_and_metrics() {
     let service = service();
     let c = docker.run(
         "limited",
-        &["--memory", "64m", "--cpus", "0.5", "--label", "tier=web", "--label", "team=ops"],
+        &[
+            "--memory", "64m", "--cpus", "0.5", "--label", "tier=web", "--label", "team=ops",
+        ],
         &["sh", "-c", "sleep 3600 & exec sleep 3601"],
     );
     let entry = wait_entry(&service, &c, "the limited container", |e| {
@@ -283,14 +309,22 @@ fn docker_limits_v1_contract_labels_and_metrics() {
             .processes(&path, query)
             .unwrap_or_else(|r| panic!("{path}?{query}: {} {}", r.status, r.text()));
         if query.is_empty() {
-            assert_eq!(api::pids(snapshots.last().unwrap()), top, "v1.0 = docker top");
+            assert_eq!(
+                api::pids(snapshots.last().unwrap()),
+                top,
+                "v1.0 = docker top"
+            );
         }
     }
     // The same shape as a simulated container's answer.
     let cg = TestCgroup::new();
     let simulated = cg.container(&[Hierarchy::Cpu]);
     let pid = cg.spawn(&[&simulated], companion_tests::spawn::sleeper());
-    service.wait_pids(&simulated.path, Some(&BTreeSet::from([pid])), service.patience());
+    service.wait_pids(
+        &simulated.path,
+        Some(&BTreeSet::from([pid])),
+        service.patience(),
+    );
     let shape = |snapshots: &[Value]| -> Vec<Vec<String>> {
         let process = &api::processes(snapshots.last().unwrap())[0];
         ["status", "stat"]
@@ -363,7 +397,9 @@ fn docker_kubernetes_names_and_ambiguity() {
     let (a, b) = (run("prod"), run("staging"));
     for (c, namespace) in [(&a, "prod"), (&b, "staging")] {
         let entry = wait_entry(&service, c, "the pod's container", |e| {
-            (e["pod"] == pod.as_str()).then_some(()).ok_or(format!("{e}"))
+            (e["pod"] == pod.as_str())
+                .then_some(())
+                .ok_or(format!("{e}"))
         });
         assert_eq!(entry["namespace"], namespace);
         assert_eq!(entry["container"], "api");
@@ -380,13 +416,24 @@ fn docker_kubernetes_names_and_ambiguity() {
         text.contains(&a.cgroup_path()) && text.contains(&b.cgroup_path()),
         "409 lists both candidates: {text}"
     );
-    assert_eq!(service.get(&format!("/api/v2/containers/nowhere%2F{pod}%2Fapi")).status, 404);
+    assert_eq!(
+        service
+            .get(&format!("/api/v2/containers/nowhere%2F{pod}%2Fapi"))
+            .status,
+        404
+    );
 
     let url = format!("http://{}", service.addr);
-    let (code, stdout, stderr) =
-        companion(&["ps", &format!("staging/{pod}/api"), "--url", &url]);
+    let (code, stdout, stderr) = companion(&["ps", &format!("staging/{pod}/api"), "--url", &url]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.lines().next().unwrap().contains(&format!("staging/{pod}/api")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .next()
+            .unwrap()
+            .contains(&format!("staging/{pod}/api")),
+        "{stdout}"
+    );
     let (code, _, stderr) = companion(&["ps", &format!("{pod}/api"), "--url", &url]);
     assert_eq!(code, Some(1), "ambiguous: {stderr}");
     assert!(stderr.contains("409"), "{stderr}");
@@ -402,6 +449,57 @@ fn docker_kubernetes_names_and_ambiguity() {
     assert_eq!(series.label("namespace"), Some("staging"));
     assert_eq!(series.label("pod"), Some(pod.as_str()));
     assert_eq!(series.label("container"), Some("api"));
+}
+
+// --- Podman -----------------------------------------------------------------------------------
+
+/// Podman containers (run with rlimits this sandbox allows) are named from containers/storage's
+/// `containers.json`: name, image, a rename; the pids equal `podman top`'s.
+#[test]
+fn podman_container_by_name() {
+    let Some(podman) = docker::podman() else {
+        return;
+    };
+    let image = podman.image();
+    let service = service();
+    let c = podman.run("db1", &[], &["sh", "-c", "sleep 3600 & exec sleep 3601"]);
+    let entry = wait_entry(&service, &c, "the Podman container with its name", |e| {
+        (e["name"] == c.name.as_str())
+            .then_some(())
+            .ok_or(format!("{e}"))
+    });
+    assert_eq!(entry["runtime"], "podman");
+    assert_eq!(entry["image"], image);
+    let top = wait_for("podman top", Duration::from_secs(20), || {
+        let top = podman.top(&c.id);
+        if top.len() == 2 {
+            Ok(top)
+        } else {
+            Err(format!("{top:?}"))
+        }
+    });
+    wait_for("companion's pids = podman top", service.patience(), || {
+        let (status, processes) = pids_by_reference(&service, &c.name, "");
+        let pids = pid_set(&processes);
+        if status == 200 && pids == top {
+            Ok(())
+        } else {
+            Err(format!("{status}: {pids:?} vs {top:?}"))
+        }
+    });
+    let renamed = format!("{}db2", docker::prefix());
+    podman.rename(&c.id, &renamed);
+    wait_entry(&service, &c, "the new Podman name", |e| {
+        (e["name"] == renamed.as_str())
+            .then_some(())
+            .ok_or(format!("{e}"))
+    });
+    c.remove();
+    wait_for(
+        "the removed Podman container to go",
+        service.patience(),
+        || listed(&service, &c.id).map_or(Ok(()), |e| Err(format!("{e}"))),
+    );
 }
 
 // --- Kubernetes runtimes, from their files ------------------------------------------------------
@@ -429,7 +527,14 @@ fn kubernetes_names_from_runtime_files() {
     let cg = TestCgroup::new();
     let uid = {
         let h = &unique_id()[..32];
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     };
     let slice = format!(
         "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
@@ -441,7 +546,10 @@ fn kubernetes_names_from_runtime_files() {
         &[Hierarchy::Cpu],
     );
     let crio = cg.container_at(&format!("/{slice}/crio-{crio_id}.scope"), &[Hierarchy::Cpu]);
-    let broken = cg.container_at(&format!("/{slice}/crio-{broken_id}.scope"), &[Hierarchy::Cpu]);
+    let broken = cg.container_at(
+        &format!("/{slice}/crio-{broken_id}.scope"),
+        &[Hierarchy::Cpu],
+    );
     let root = host_root_with(
         &format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{containerd_id}/config.json"),
         "containerd-bundle-config.json",
@@ -450,12 +558,20 @@ fn kubernetes_names_from_runtime_files() {
         "var/lib/containers/storage/overlay-containers/{crio_id}/userdata"
     ));
     fs::create_dir_all(&userdata).unwrap();
-    fs::copy(fixture("crio-userdata-config.json"), userdata.join("config.json")).unwrap();
+    fs::copy(
+        fixture("crio-userdata-config.json"),
+        userdata.join("config.json"),
+    )
+    .unwrap();
     let broken_dir = root.join(format!(
         "run/containers/storage/overlay-containers/{broken_id}/userdata"
     ));
     fs::create_dir_all(&broken_dir).unwrap();
-    fs::write(broken_dir.join("config.json"), b"{\"annotations\": {\"io.kubernetes.pod.na").unwrap();
+    fs::write(
+        broken_dir.join("config.json"),
+        b"{\"annotations\": {\"io.kubernetes.pod.na",
+    )
+    .unwrap();
 
     let pids: Vec<Pid> = [&containerd, &crio, &broken]
         .iter()
@@ -463,7 +579,12 @@ fn kubernetes_names_from_runtime_files() {
         .collect();
     let service = Service::with_tracker(
         Tracker::Procfs,
-        &["--sample-period", PERIOD, "--host-root", root.to_str().unwrap()],
+        &[
+            "--sample-period",
+            PERIOD,
+            "--host-root",
+            root.to_str().unwrap(),
+        ],
     );
     for (c, pid) in [&containerd, &crio, &broken].iter().zip(&pids) {
         service.wait_pids(&c.path, Some(&BTreeSet::from([*pid])), service.patience());
@@ -477,14 +598,21 @@ fn kubernetes_names_from_runtime_files() {
             .filter(|e| e["pod_uid"] == uid.as_str())
             .cloned()
             .collect();
-        if mine.len() == 3 { Ok(mine) } else { Err(format!("{mine:?}")) }
+        if mine.len() == 3 {
+            Ok(mine)
+        } else {
+            Err(format!("{mine:?}"))
+        }
     });
     let by_id = |id: &str| all.iter().find(|e| e["id"] == id).unwrap().clone();
 
     let e = by_id(&containerd_id);
     assert_eq!(e["runtime"], "containerd");
     assert_eq!(e["name"], "shop/web-7d4b9c-x2x9z/nginx");
-    assert_eq!((&e["namespace"], &e["pod"], &e["container"]), (&"shop".into(), &"web-7d4b9c-x2x9z".into(), &"nginx".into()));
+    assert_eq!(
+        (&e["namespace"], &e["pod"], &e["container"]),
+        (&"shop".into(), &"web-7d4b9c-x2x9z".into(), &"nginx".into())
+    );
     assert_eq!(e["image"], "docker.io/library/nginx:1.27");
 
     let e = by_id(&crio_id);
@@ -498,10 +626,16 @@ fn kubernetes_names_from_runtime_files() {
     }
 
     // Looked up by `namespace/pod/container` and `pod/container`.
-    for reference in ["shop%2Fweb-7d4b9c-x2x9z%2Fnginx", "web-7d4b9c-x2x9z%2Fnginx"] {
+    for reference in [
+        "shop%2Fweb-7d4b9c-x2x9z%2Fnginx",
+        "web-7d4b9c-x2x9z%2Fnginx",
+    ] {
         let r = service.get(&format!("/api/v2/containers/{reference}/processes"));
         let snapshots = api::check_answer(&r, &containerd.path, "");
-        assert_eq!(api::pids(snapshots.last().unwrap()), BTreeSet::from([pids[0]]));
+        assert_eq!(
+            api::pids(snapshots.last().unwrap()),
+            BTreeSet::from([pids[0]])
+        );
     }
     let r = service.get("/api/v2/containers/payments%2Fcheckout-5f7c8d-abcde%2Fapi");
     assert_eq!(r.status, 200, "{}", r.text());

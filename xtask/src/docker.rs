@@ -56,8 +56,8 @@ pub fn start() -> Result<Engine> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log_path = dir.join("dockerd.log");
     let pid_path = dir.join("dockerd.pid");
-    let log = fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    let log =
+        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut dockerd = Command::new("dockerd");
     dockerd
         .args([
@@ -95,7 +95,11 @@ pub fn start() -> Result<Engine> {
                 None => format!("dockerd did not answer within {START_TIMEOUT:?}"),
             };
             drop(engine);
-            bail!("{why}; the end of {}:\n{}", log_path.display(), tail(&log_path, 30));
+            bail!(
+                "{why}; the end of {}:\n{}",
+                log_path.display(),
+                tail(&log_path, 30)
+            );
         }
         thread::sleep(Duration::from_millis(200));
     }
@@ -118,11 +122,15 @@ impl Engine {
             return Ok(());
         };
         let alive = || fs::metadata(format!("/proc/{pid}")).is_ok() && !zombie(pid);
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         let began = Instant::now();
         while alive() {
             if began.elapsed() > STOP_TIMEOUT {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 bail!("dockerd (pid {pid}) did not stop within {STOP_TIMEOUT:?}: killed");
             }
             thread::sleep(Duration::from_millis(100));

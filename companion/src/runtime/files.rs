@@ -32,8 +32,7 @@ pub struct RuntimeFiles {
 impl RuntimeFiles {
     fn under_host(&self, path: impl AsRef<Path>) -> PathBuf {
         let path = path.as_ref();
-        self.host_root
-            .join(path.strip_prefix("/").unwrap_or(path))
+        self.host_root.join(path.strip_prefix("/").unwrap_or(path))
     }
 
     /// The files that may hold the names of container `id` of `runtime`, in the order tried.
@@ -51,7 +50,12 @@ impl RuntimeFiles {
         let docker = || {
             (
                 Format::Docker,
-                self.under_host(self.docker_root.join("containers").join(id).join("config.v2.json")),
+                self.under_host(
+                    self.docker_root
+                        .join("containers")
+                        .join(id)
+                        .join("config.v2.json"),
+                ),
             )
         };
         let containerd = || {
@@ -125,7 +129,11 @@ pub(super) fn parse_docker(bytes: &[u8]) -> Option<RuntimeNames> {
     let mut names = RuntimeNames {
         name: bounded(string(root, "Name").map(|name| name.trim_start_matches('/'))),
         image: bounded(config.and_then(|c| string(c, "Image"))),
-        labels: labels(config.and_then(|c| c.get("Labels")).and_then(Value::as_object)),
+        labels: labels(
+            config
+                .and_then(|c| c.get("Labels"))
+                .and_then(Value::as_object),
+        ),
         ..RuntimeNames::default()
     };
     let label = |key: &str| bounded(names.labels.get(key).map(String::as_str));
@@ -156,7 +164,9 @@ pub(super) fn parse_containerd(bytes: &[u8]) -> Option<RuntimeNames> {
     let annotations = annotations(bytes)?;
     let get = |key: &str| bounded(string(&annotations, key));
     let mut names = RuntimeNames {
-        image: get("io.kubernetes.cri.image-name"),
+        // A sandbox's (pause) image has its own key.
+        image: get("io.kubernetes.cri.image-name")
+            .or_else(|| get("io.kubernetes.cri.podsandbox.image-name")),
         ..RuntimeNames::default()
     };
     names.kubernetes(
@@ -199,8 +209,8 @@ pub(super) fn parse_storage_list(bytes: &[u8]) -> Option<HashMap<String, Arc<Run
         let Some(id) = string(entry, "id") else {
             continue;
         };
-        let metadata = string(entry, "metadata")
-            .and_then(|text| serde_json::from_str::<Value>(text).ok());
+        let metadata =
+            string(entry, "metadata").and_then(|text| serde_json::from_str::<Value>(text).ok());
         let metadata = metadata.as_ref().and_then(Value::as_object);
         let first_name = entry
             .get("names")

@@ -144,6 +144,7 @@ impl Stamp {
 }
 
 struct Entry {
+    runtime: &'static str,
     /// The file the names came from and its version, or `None` when no file was found.
     source: Option<(PathBuf, Stamp)>,
     names: Arc<RuntimeNames>,
@@ -153,7 +154,8 @@ struct Entry {
 /// The names of the containers seen, by runtime and id, with the file versions they came from.
 pub struct NameCache {
     files: RuntimeFiles,
-    entries: HashMap<(&'static str, String), Entry>,
+    /// By container id.
+    entries: HashMap<String, Entry>,
     /// `containers.json`, parsed once per version: id → names.
     storage_list: Option<(Stamp, HashMap<String, Arc<RuntimeNames>>)>,
     unknown: Arc<RuntimeNames>,
@@ -175,7 +177,8 @@ impl NameCache {
         let (Some(runtime), Some(id)) = (identity.runtime, identity.id.as_deref()) else {
             return self.unknown.clone();
         };
-        if let Some(entry) = self.entries.get(&(runtime, id.to_owned()))
+        if let Some(entry) = self.entries.get(id)
+            && entry.runtime == runtime
             && now.duration_since(entry.checked) < RECHECK
         {
             return entry.names.clone();
@@ -191,7 +194,7 @@ impl NameCache {
         now: Instant,
     ) -> Arc<RuntimeNames> {
         let (source, names) = if runtime == "podman" {
-            (None, self.from_storage_list(id))
+            (None, self.podman_names(id))
         } else {
             let found = self
                 .files
@@ -203,8 +206,8 @@ impl NameCache {
                     let source = Some((path, stamp));
                     let unchanged = self
                         .entries
-                        .get(&(runtime, id.to_owned()))
-                        .filter(|entry| entry.source == source)
+                        .get(id)
+                        .filter(|entry| entry.runtime == runtime && entry.source == source)
                         .map(|entry| entry.names.clone());
                     let names = unchanged.unwrap_or_else(|| {
                         let path = &source.as_ref().expect("found").0;
@@ -216,8 +219,9 @@ impl NameCache {
             }
         };
         self.entries.insert(
-            (runtime, id.to_owned()),
+            id.to_owned(),
             Entry {
+                runtime,
                 source,
                 names: names.clone(),
                 checked: now,
@@ -227,13 +231,17 @@ impl NameCache {
     }
 
     /// Podman's names, from `containers.json` (parsed again only when it changed).
-    fn from_storage_list(&mut self, id: &str) -> Arc<RuntimeNames> {
+    fn podman_names(&mut self, id: &str) -> Arc<RuntimeNames> {
         let path = self.files.storage_list();
         let Some(stamp) = Stamp::of(&path) else {
             self.storage_list = None;
             return self.unknown.clone();
         };
-        if self.storage_list.as_ref().is_none_or(|(seen, _)| *seen != stamp) {
+        if self
+            .storage_list
+            .as_ref()
+            .is_none_or(|(seen, _)| *seen != stamp)
+        {
             let list = read_bounded(&path, MAX_LIST_BYTES)
                 .and_then(|bytes| files::parse_storage_list(&bytes))
                 .unwrap_or_default();
@@ -245,10 +253,9 @@ impl NameCache {
             .unwrap_or_else(|| self.unknown.clone())
     }
 
-    /// Forgets the containers not in `present` (runtime, id).
-    pub fn retain(&mut self, present: &HashSet<(&'static str, &str)>) {
-        self.entries
-            .retain(|(runtime, id), _| present.contains(&(*runtime, id.as_str())));
+    /// Forgets the containers whose ids are not in `present`.
+    pub fn retain(&mut self, present: &HashSet<&str>) {
+        self.entries.retain(|id, _| present.contains(id.as_str()));
     }
 }
 

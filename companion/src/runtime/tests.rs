@@ -36,12 +36,19 @@ fn docker_path(id: &str) -> String {
 #[test]
 fn docker_name_image_labels() {
     let root = tempfile::tempdir().unwrap();
-    place(root.path(), &docker_path(ID), &fixture("docker-config.v2.json"));
+    place(
+        root.path(),
+        &docker_path(ID),
+        &fixture("docker-config.v2.json"),
+    );
     let names = cache(root.path()).names(&Identity::of(&format!("/docker/{ID}")), Instant::now());
     assert_eq!(names.name.as_deref(), Some("drtest-web2"));
     assert_eq!(names.image.as_deref(), Some("companion-test-busybox:1"));
     assert_eq!(names.labels.get("app").map(String::as_str), Some("web"));
-    assert_eq!((&names.namespace, &names.pod, &names.container), (&None, &None, &None));
+    assert_eq!(
+        (&names.namespace, &names.pod, &names.container),
+        (&None, &None, &None)
+    );
     // The systemd layout names the same container.
     let scoped = cache(root.path()).names(
         &Identity::of(&format!("/system.slice/docker-{ID}.scope")),
@@ -70,10 +77,17 @@ fn docker_data_root_is_configurable() {
 fn a_changed_file_is_read_again_after_the_recheck_period() {
     let root = tempfile::tempdir().unwrap();
     let identity = Identity::of(&format!("/docker/{ID}"));
-    place(root.path(), &docker_path(ID), &fixture("docker-config.v2.json"));
+    place(
+        root.path(),
+        &docker_path(ID),
+        &fixture("docker-config.v2.json"),
+    );
     let mut cache = cache(root.path());
     let start = Instant::now();
-    assert_eq!(cache.names(&identity, start).name.as_deref(), Some("drtest-web2"));
+    assert_eq!(
+        cache.names(&identity, start).name.as_deref(),
+        Some("drtest-web2")
+    );
 
     // `docker rename` rewrites the file (a new inode).
     let text = String::from_utf8(fixture("docker-config.v2.json")).unwrap();
@@ -88,16 +102,25 @@ fn a_changed_file_is_read_again_after_the_recheck_period() {
         Some("drtest-web2")
     );
     let later = start + RECHECK + Duration::from_millis(1);
-    assert_eq!(cache.names(&identity, later).name.as_deref(), Some("web-renamed"));
+    assert_eq!(
+        cache.names(&identity, later).name.as_deref(),
+        Some("web-renamed")
+    );
 
     // An unchanged file is not parsed again: the same names are handed out.
     let again = cache.names(&identity, later + RECHECK * 2);
-    assert!(Arc::ptr_eq(&again, &cache.names(&identity, later + RECHECK * 2)));
+    assert!(Arc::ptr_eq(
+        &again,
+        &cache.names(&identity, later + RECHECK * 2)
+    ));
     assert_eq!(again.name.as_deref(), Some("web-renamed"));
 
     // Removed: the names go.
     fs::remove_file(root.path().join(docker_path(ID))).unwrap();
-    assert_eq!(*cache.names(&identity, later + RECHECK * 4), RuntimeNames::default());
+    assert_eq!(
+        *cache.names(&identity, later + RECHECK * 4),
+        RuntimeNames::default()
+    );
 }
 
 #[test]
@@ -109,8 +132,11 @@ fn missing_malformed_oversized_or_unreadable_files_leave_the_fields_absent() {
     place(
         root.path(),
         &docker_path(&ids[3]),
-        format!("{{\"Name\": \"/big\", \"Pad\": \"{}\"}}", "x".repeat(MAX_FILE_BYTES as usize))
-            .as_bytes(),
+        format!(
+            "{{\"Name\": \"/big\", \"Pad\": \"{}\"}}",
+            "x".repeat(MAX_FILE_BYTES as usize)
+        )
+        .as_bytes(),
     );
     // A directory where the file should be.
     fs::create_dir_all(root.path().join(docker_path(&ids[4]))).unwrap();
@@ -173,7 +199,10 @@ fn containerd_sandbox_has_a_pod_but_no_container() {
     let names = files::parse_containerd(&fixture("containerd-sandbox-config.json")).unwrap();
     assert_eq!(names.pod.as_deref(), Some("web-7d4b9c-x2x9z"));
     assert_eq!(names.namespace.as_deref(), Some("shop"));
-    assert_eq!((names.name.as_deref(), names.container.as_deref()), (None, None));
+    assert_eq!(
+        (names.name.as_deref(), names.container.as_deref()),
+        (None, None)
+    );
     // A spec without annotations names nothing, and is no error.
     assert_eq!(
         files::parse_containerd(br#"{"ociVersion": "1.0.2"}"#),
@@ -199,13 +228,20 @@ fn crio_userdata_under_the_run_root_or_the_graph_root() {
             &fixture("crio-userdata-config.json"),
         );
         let names = cache(root.path()).names(&Identity::of(&systemd), Instant::now());
-        assert_eq!(names.name.as_deref(), Some("payments/checkout-5f7c8d-abcde/api"), "{root_dir}");
+        assert_eq!(
+            names.name.as_deref(),
+            Some("payments/checkout-5f7c8d-abcde/api"),
+            "{root_dir}"
+        );
         assert_eq!(names.namespace.as_deref(), Some("payments"));
         assert_eq!(names.pod.as_deref(), Some("checkout-5f7c8d-abcde"));
         assert_eq!(names.container.as_deref(), Some("api"));
         assert_eq!(names.image.as_deref(), Some("quay.io/shop/api:2.4.1"));
         assert_eq!(
-            names.labels.get("io.kubernetes.pod.uid").map(String::as_str),
+            names
+                .labels
+                .get("io.kubernetes.pod.uid")
+                .map(String::as_str),
             Some("aaaa2b4a-f398-41c0-928b-049e1cc4ec40")
         );
         // The cgroupfs layout finds CRI-O's file when there is no containerd bundle.
@@ -228,10 +264,16 @@ fn podman_names_from_the_storage_list() {
     let identity = Identity::of(&format!("/machine.slice/libpod-{id}.scope"));
     let names = cache.names(&identity, Instant::now());
     assert_eq!(names.name.as_deref(), Some("db1"));
-    assert_eq!(names.image.as_deref(), Some("docker.io/library/postgres:16"));
+    assert_eq!(
+        names.image.as_deref(),
+        Some("docker.io/library/postgres:16")
+    );
     // Another container, not in the list.
     let other = Identity::of(&format!("/machine.slice/libpod-{ID}.scope"));
-    assert_eq!(*cache.names(&other, Instant::now()), RuntimeNames::default());
+    assert_eq!(
+        *cache.names(&other, Instant::now()),
+        RuntimeNames::default()
+    );
 }
 
 #[test]
@@ -250,13 +292,23 @@ fn ids_cannot_climb_out_of_the_runtime_directories() {
 #[test]
 fn unknown_runtimes_and_forgotten_containers() {
     let root = tempfile::tempdir().unwrap();
-    place(root.path(), &docker_path(ID), &fixture("docker-config.v2.json"));
+    place(
+        root.path(),
+        &docker_path(ID),
+        &fixture("docker-config.v2.json"),
+    );
     let mut cache = cache(root.path());
-    assert_eq!(*cache.names(&Identity::of("/lxc/web01"), Instant::now()), RuntimeNames::default());
-    assert_eq!(*cache.names(&Identity::of("/user.slice"), Instant::now()), RuntimeNames::default());
+    assert_eq!(
+        *cache.names(&Identity::of("/lxc/web01"), Instant::now()),
+        RuntimeNames::default()
+    );
+    assert_eq!(
+        *cache.names(&Identity::of("/user.slice"), Instant::now()),
+        RuntimeNames::default()
+    );
     cache.names(&Identity::of(&format!("/docker/{ID}")), Instant::now());
     assert_eq!(cache.entries.len(), 2);
-    cache.retain(&HashSet::from([("docker", ID)]));
+    cache.retain(&HashSet::from([ID]));
     assert_eq!(cache.entries.len(), 1);
     cache.retain(&HashSet::new());
     assert!(cache.entries.is_empty());
