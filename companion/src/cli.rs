@@ -15,7 +15,7 @@ use crate::{cgroup::Naming, procfs::CmdlineMode};
              container's CPU: the cAdvisor-companion v1.0 API, served from an eBPF-tracked set.",
     after_help = "Example: companion --listen-ip 0.0.0.0 --port 8801\n\
                   then: curl 'http://HOST:8801/api/v1.0/docker/<id>/processes?sort=cpu&limit=5'\n\
-                  or:   companion ps <container id prefix> --sort cpu",
+                  or:   companion ps <container name or id prefix> --sort cpu",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -62,8 +62,9 @@ pub struct ServiceArgs {
 /// What `companion ps` asks a running service.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PsArgs {
-    /// The container: a unique prefix of its id (as `docker ps` shows it) or its cgroup path
-    /// (starting with `/`).
+    /// The container: its name (Docker's or Podman's; `namespace/pod/container` or
+    /// `pod/container` in Kubernetes), a unique prefix of its id (as `docker ps` shows it), or
+    /// its cgroup path (starting with `/`).
     pub container: String,
 
     /// Order by CPU share or resident memory (descending); by PID when absent.
@@ -118,6 +119,17 @@ pub struct ServeArgs {
     /// original's container deployment mounts the host at /rootfs), otherwise /proc.
     #[arg(long, env = "COMPANION_PROC_ROOT")]
     pub proc_root: Option<PathBuf>,
+
+    /// The host's root file system, where the container runtimes' files are read (container
+    /// names, images, pods). Default: /rootfs when it is a directory (the container deployment),
+    /// otherwise /.
+    #[arg(long, env = "COMPANION_HOST_ROOT")]
+    pub host_root: Option<PathBuf>,
+
+    /// Docker's data root on the host (`data-root` of dockerd), read under --host-root for
+    /// container names, images and labels (`containers/<id>/config.v2.json`).
+    #[arg(long, env = "COMPANION_DOCKER_ROOT", default_value = "/var/lib/docker")]
+    pub docker_root: PathBuf,
 
     /// Time between two samples (e.g. 1s, 500ms, 2s).
     #[arg(long, env = "COMPANION_SAMPLE_PERIOD", default_value = "1s", value_parser = parse_period)]

@@ -22,6 +22,11 @@ struct Host {
 struct Container {
     path: String,
     id: Option<String>,
+    /// What the runtime calls it (absent from services older than names).
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
     processes: usize,
     cpu_percent: f64,
     rss_bytes: u64,
@@ -205,6 +210,8 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b':')
     .remove(b'+');
 
+/// The container a `ps`/`top` argument names: a cgroup path, or what the service resolves (a
+/// name or an id prefix; a Kubernetes `namespace/pod/container` travels as one path segment).
 fn find_container(service: &Service, name: &str) -> anyhow::Result<Container> {
     if name.starts_with('/') {
         let all: Vec<Container> = service.get("/api/v2/containers")?;
@@ -225,14 +232,26 @@ fn table(host: &Host, container: &Container, processes: &[Process]) -> String {
         .unwrap_or(host.memory_total_bytes)
         .max(1);
     let mut out = String::new();
+    // `(id, name, image IMAGE)`: what `docker ps` would show of it.
+    let mut known = vec![
+        container
+            .id
+            .as_deref()
+            .map_or("-", |id| &id[..id.len().min(12)])
+            .to_owned(),
+    ];
+    known.extend(container.name.clone());
+    known.extend(
+        container
+            .image
+            .as_ref()
+            .map(|image| format!("image {image}")),
+    );
     let _ = writeln!(
         out,
         "{} ({}): {} processes, {:.1}% of a core, {} MiB resident of {} MiB{}",
         container.path,
-        container
-            .id
-            .as_deref()
-            .map_or("-", |id| &id[..id.len().min(12)]),
+        known.join(", "),
         container.processes,
         container.cpu_percent,
         container.rss_bytes >> 20,
@@ -353,6 +372,8 @@ mod tests {
         let container = Container {
             path: "/docker/abcdef0123456789".into(),
             id: Some("abcdef0123456789".into()),
+            name: Some("web1".into()),
+            image: Some("nginx:1.27".into()),
             processes: 2,
             cpu_percent: 99.5,
             rss_bytes: 300 << 20,
@@ -369,8 +390,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with(
-                "/docker/abcdef0123456789 (abcdef012345): 2 processes, 99.5% of a core"
-            )
+                "/docker/abcdef0123456789 (abcdef012345, web1, image nginx:1.27): 2 processes, \
+                 99.5% of a core"
+            ),
+            "{}",
+            lines[0]
         );
         assert!(lines[1].contains("%CPU") && lines[1].ends_with("COMMAND"));
         let row: Vec<&str> = lines[2].split_whitespace().collect();

@@ -13,6 +13,7 @@ use crate::{
     cgroup::{CgroupFs, Identity},
     history::History,
     model::ProcessSample,
+    runtime::{NameCache, RuntimeFiles, RuntimeNames},
 };
 
 /// How long a container's memory limit is trusted before it is read again.
@@ -25,6 +26,9 @@ pub struct ContainerSummary {
     pub path: Arc<str>,
     #[serde(flatten)]
     pub identity: Identity,
+    /// What the runtime calls it: name, image, Kubernetes namespace, pod and container.
+    #[serde(flatten)]
+    pub names: Arc<RuntimeNames>,
     /// Processes the API lists for it.
     pub processes: usize,
     /// CPU used over the last sample interval, in percent of one core.
@@ -53,17 +57,30 @@ pub struct ProcessUse {
 }
 
 impl Inventory {
-    /// Containers whose id starts with `prefix`.
-    pub fn by_id_prefix(&self, prefix: &str) -> Vec<&ContainerSummary> {
-        self.containers
-            .iter()
-            .filter(|c| c.identity.matches_prefix(prefix))
-            .collect()
+    /// The containers `reference` names, as Docker resolves a reference: the container with
+    /// exactly this id; else those with exactly this name (Docker's or Podman's name,
+    /// `namespace/pod/container` or `pod/container` in Kubernetes); else those whose id starts
+    /// with it. More than one is ambiguous.
+    pub fn by_reference(&self, reference: &str) -> Vec<&ContainerSummary> {
+        let matching = |test: &dyn Fn(&ContainerSummary) -> bool| -> Vec<&ContainerSummary> {
+            self.containers.iter().filter(|c| test(c)).collect()
+        };
+        let exact = matching(&|c| c.identity.id.as_deref() == Some(reference));
+        if !exact.is_empty() {
+            return exact;
+        }
+        let named = matching(&|c| c.names.is_named(reference));
+        if !named.is_empty() {
+            return named;
+        }
+        matching(&|c| c.identity.matches_prefix(reference))
     }
 }
 
 pub struct InventoryOptions {
     pub cgroups: CgroupFs,
+    /// Where the container runtimes' files are, for names and images.
+    pub runtime_files: RuntimeFiles,
     /// Processes exported as their own series (`--metrics-top-processes`).
     pub top_processes: usize,
     pub ticks_per_second: u64,
@@ -76,11 +93,13 @@ pub struct InventoryState {
     cpu_seconds: HashMap<Arc<str>, f64>,
     limits: HashMap<Arc<str>, (Option<u64>, Instant)>,
     identities: HashMap<Arc<str>, Identity>,
+    names: NameCache,
 }
 
 impl InventoryState {
     pub fn new(options: InventoryOptions) -> InventoryState {
         InventoryState {
+            names: NameCache::new(options.runtime_files.clone()),
             options,
             last_seq: None,
             cpu_seconds: HashMap::new(),
@@ -126,13 +145,15 @@ impl InventoryState {
                     limit
                 }
             };
+            let identity = self
+                .identities
+                .entry(path.clone())
+                .or_insert_with(|| Identity::of(path))
+                .clone();
             containers.push(ContainerSummary {
                 path: path.clone(),
-                identity: self
-                    .identities
-                    .entry(path.clone())
-                    .or_insert_with(|| Identity::of(path))
-                    .clone(),
+                names: self.names.names(&identity, now),
+                identity,
                 processes: totals.listed as usize,
                 cpu_percent: 100.0 * totals.cpu_ticks as f64 / tps / interval,
                 cpu_seconds_total: self.cpu_seconds.get(path).copied().unwrap_or_default(),
@@ -145,6 +166,12 @@ impl InventoryState {
         self.cpu_seconds.retain(|path, _| present.contains(&**path));
         self.limits.retain(|path, _| present.contains(&**path));
         self.identities.retain(|path, _| present.contains(&**path));
+        let ids: HashSet<&str> = self
+            .identities
+            .values()
+            .filter_map(|i| i.id.as_deref())
+            .collect();
+        self.names.retain(&ids);
 
         let mut top: Vec<ProcessUse> = Vec::new();
         if self.options.top_processes > 0

@@ -22,6 +22,7 @@ pub mod model;
 pub mod pipeline;
 pub mod privileges;
 pub mod procfs;
+pub mod runtime;
 pub mod sampler;
 pub mod service;
 pub mod store;

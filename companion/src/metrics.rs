@@ -20,7 +20,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{api::AppState, store::Published};
+use crate::{api::AppState, inventory::ContainerSummary, store::Published};
 
 /// `GET /metrics`.
 pub async fn handler(State(state): State<AppState>) -> Response {
@@ -37,16 +37,54 @@ pub async fn handler(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The labels of a container's series: its cgroup path, runtime and id, and what the runtime
+/// calls it, named as cAdvisor and kube-state-metrics name them so dashboards can join them
+/// (`namespace`, `pod`, `container` for Kubernetes). Unknown values are empty (= absent).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
-    container: String,
+    path: String,
     runtime: String,
     id: String,
+    name: String,
+    image: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+/// Longest label value: names and images come from files any container's owner can shape;
+/// longer values are cut (the encoder escapes what OpenMetrics requires).
+const MAX_LABEL_VALUE: usize = 128;
+
+fn label_value(value: Option<&str>) -> String {
+    let value = value.unwrap_or("");
+    let mut end = value.len().min(MAX_LABEL_VALUE);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_owned()
+}
+
+impl ContainerLabels {
+    fn of(container: &ContainerSummary) -> ContainerLabels {
+        let names = &container.names;
+        ContainerLabels {
+            path: container.path.to_string(),
+            runtime: container.identity.runtime.unwrap_or("").to_owned(),
+            id: container.identity.id.clone().unwrap_or_default(),
+            name: label_value(names.name.as_deref()),
+            image: label_value(names.image.as_deref()),
+            namespace: label_value(names.namespace.as_deref()),
+            pod: label_value(names.pod.as_deref()),
+            container: label_value(names.container.as_deref()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProcessLabels {
-    container: String,
+    /// The cgroup path of its container.
+    path: String,
     pid: u32,
     comm: String,
 }
@@ -137,11 +175,7 @@ fn render_samples(published: &Published) -> String {
     let rss = Family::<ContainerLabels, Gauge>::default();
     let limit = Family::<ContainerLabels, Gauge>::default();
     for container in containers {
-        let labels = ContainerLabels {
-            container: container.path.to_string(),
-            runtime: container.identity.runtime.unwrap_or("").to_owned(),
-            id: container.identity.id.clone().unwrap_or_default(),
-        };
+        let labels = ContainerLabels::of(container);
         processes
             .get_or_create(&labels)
             .set(container.processes as i64);
@@ -181,7 +215,7 @@ fn render_samples(published: &Published) -> String {
         let rss = Family::<ProcessLabels, Gauge>::default();
         for entry in top {
             let labels = ProcessLabels {
-                container: entry.process.info.container.to_string(),
+                path: entry.process.info.container.to_string(),
                 pid: entry.process.info.pid,
                 comm: entry.process.stat.comm.trim_matches(['(', ')']).to_owned(),
             };

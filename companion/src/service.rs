@@ -25,6 +25,7 @@ use crate::{
     pipeline::Pipeline,
     privileges,
     procfs::ProcRoot,
+    runtime::RuntimeFiles,
     sampler::{Sampler, SamplerOptions},
     store::Store,
     tracker::{
@@ -80,6 +81,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }),
         inventory: InventoryState::new(InventoryOptions {
             cgroups: CgroupFs::discover(),
+            runtime_files: RuntimeFiles {
+                host_root: host_root(&args),
+                docker_root: args.docker_root.clone(),
+            },
             top_processes: args.metrics_top_processes,
             ticks_per_second: host.clock_ticks_per_second,
         }),
@@ -198,6 +203,16 @@ fn proc_root(args: &ServeArgs) -> PathBuf {
         Some(root) => root.clone(),
         None if Path::new("/rootfs").is_dir() => PathBuf::from("/rootfs/proc"),
         None => PathBuf::from("/proc"),
+    }
+}
+
+/// The host's root file system: `--host-root`, else /rootfs when the container deployment mounts
+/// the host there, else /.
+fn host_root(args: &ServeArgs) -> PathBuf {
+    match &args.host_root {
+        Some(root) => root.clone(),
+        None if Path::new("/rootfs").is_dir() => PathBuf::from("/rootfs"),
+        None => PathBuf::from("/"),
     }
 }
 

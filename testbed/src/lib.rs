@@ -26,11 +26,14 @@
 //!   [`service::StartOptions`] starts a service through a wrapper or with another readiness probe.
 //! - [`tls`]: a private CA with server and client certificates, and a TLS client.
 //! - [`openmetrics`]: /metrics parsed by the Prometheus client's strict OpenMetrics parser.
+//! - [`docker`]: real Docker containers (a test image made offline, unique names, removal on
+//!   drop) and the ground truth of `docker top` and `docker inspect`.
 //!
 //! Everything here needs root on a host with cgroups and BPF.
 
 pub mod api;
 pub mod cgroup;
+pub mod docker;
 pub mod http;
 pub mod oneshot;
 pub mod openmetrics;

@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod docker;
 mod lint;
 mod setup;
 mod test;
@@ -43,6 +44,7 @@ enum Task {
     /// rustfmt check, clippy on the workspace, and clippy on the eBPF crate (nightly, bpfel).
     Lint,
     /// The whole suite as CI runs it: setup, lint, release build, then
+    /// a Docker engine (the running one, or a dockerd started and stopped by this run), then
     /// `cargo test --workspace --release` (the end-to-end tests run the binary Cargo builds for
     /// them), then a short soak of each tracker against the release binary (skipped when test
     /// arguments are given).

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{bench, build, cmd, lint, setup};
+use crate::{bench, build, cmd, docker, lint, setup};
 
 /// setup → lint → release build → `cargo test --workspace --release EXTRA` (the end-to-end
 /// tests are test targets of `companion`: Cargo builds the binary they run and hands them its
@@ -33,19 +33,26 @@ fn run_phases(phases: &mut Phases, extra: &[OsString]) -> Result<()> {
     phases.run("setup", setup::setup)?;
     let _ = phases.run("lint", lint::lint);
     let bin = phases.run("build", build::build_release)?;
+    // The real-runtime tests need an engine; they skip (loudly) without one, and then this phase
+    // has failed the run already.
+    let engine = phases.run("docker", docker::start).ok();
     let _ = phases.run("test", || {
-        cmd::run(
-            cmd::cargo([
-                "test",
-                "--workspace",
-                // Only builds for BPF; the service's build script builds it.
-                "--exclude",
-                "companion-ebpf",
-                "--release",
-            ])
-            .args(extra),
-        )
+        let mut test = cmd::cargo([
+            "test",
+            "--workspace",
+            // Only builds for BPF; the service's build script builds it.
+            "--exclude",
+            "companion-ebpf",
+            "--release",
+        ]);
+        if engine.is_some() {
+            test.env("COMPANION_DOCKER_REQUIRED", "1");
+        }
+        cmd::run(test.args(extra))
     });
+    if let Some(engine) = engine {
+        let _ = phases.run("docker stop", || engine.stop());
+    }
     // A filtered run (extra arguments) is someone iterating on some tests: no soak then.
     if extra.is_empty() {
         for (phase, tracker) in [("soak ebpf", "ebpf"), ("soak procfs", "procfs")] {

@@ -1,5 +1,5 @@
-//! Additions beside the v1.0 contract: container discovery, processes by container id prefix,
-//! host facts, and the API document.
+//! Additions beside the v1.0 contract: container discovery, processes by container name or id
+//! prefix, host facts, and the API document.
 
 use axum::{
     Json,
@@ -12,48 +12,99 @@ use serde::Serialize;
 use super::{ApiError, AppState, v1};
 use crate::inventory::ContainerSummary;
 
-/// `GET /api/v2/containers`: every container with a listed process.
-pub async fn containers(State(state): State<AppState>) -> Json<Vec<ContainerSummary>> {
-    Json(state.shared.load().inventory.containers.clone())
+/// A container summary, with the runtime's labels when asked for (`?labels=true`).
+#[derive(Serialize)]
+pub struct ContainerView<'a> {
+    #[serde(flatten)]
+    summary: &'a ContainerSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
-/// `GET /api/v2/containers/{id}`: one container by a unique prefix of its id.
+/// `labels=true|false` (default false); other parameters are ignored.
+fn wants_labels(query: Option<&str>) -> Result<bool, ApiError> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == "labels")
+        .map(|(_, value)| value);
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "labels={other:?}: use labels=true or labels=false"
+        ))),
+    }
+}
+
+fn view(summary: &ContainerSummary, labels: bool) -> ContainerView<'_> {
+    ContainerView {
+        summary,
+        labels: labels.then_some(&summary.names.labels),
+    }
+}
+
+/// `GET /api/v2/containers`: every container with a listed process.
+pub async fn containers(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let labels = wants_labels(uri.query())?;
+    let published = state.shared.load();
+    let views: Vec<ContainerView<'_>> = published
+        .inventory
+        .containers
+        .iter()
+        .map(|c| view(c, labels))
+        .collect();
+    Ok(Json(views).into_response())
+}
+
+/// `GET /api/v2/containers/{ref}`: one container by its name or a unique prefix of its id.
 pub async fn container(
     State(state): State<AppState>,
-    Path(prefix): Path<String>,
-) -> Result<Json<ContainerSummary>, ApiError> {
-    Ok(Json(resolve(&state, &prefix)?))
-}
-
-/// `GET /api/v2/containers/{id}/processes`: the v1.0 answer, for a container named by a unique
-/// prefix of its id; same query parameters.
-pub async fn processes(
-    State(state): State<AppState>,
-    Path(prefix): Path<String>,
+    Path(reference): Path<String>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let container = resolve(&state, &prefix)?;
+    let labels = wants_labels(uri.query())?;
+    let container = resolve(&state, &reference)?;
+    Ok(Json(view(&container, labels)).into_response())
+}
+
+/// `GET /api/v2/containers/{ref}/processes`: the v1.0 answer, for a container named by its name
+/// or a unique prefix of its id; same query parameters.
+pub async fn processes(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let container = resolve(&state, &reference)?;
     let query = v1::Query::parse(uri.query())?;
     let published = state.shared.load();
     let body = v1::render(&published.history, &container.path, &query)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn resolve(state: &AppState, prefix: &str) -> Result<ContainerSummary, ApiError> {
+fn resolve(state: &AppState, reference: &str) -> Result<ContainerSummary, ApiError> {
     let published = state.shared.load();
-    match published.inventory.by_id_prefix(prefix).as_slice() {
+    match published.inventory.by_reference(reference).as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(ApiError::NoSuchContainer(format!(
-            "no container id starts with {prefix:?}"
+            "no container is named {reference:?} or has an id starting with it"
         ))),
         many => {
             const SHOWN: usize = 5;
-            let mut listed: Vec<&str> = many.iter().take(SHOWN).map(|c| &*c.path).collect();
+            let mut listed: Vec<String> = many
+                .iter()
+                .take(SHOWN)
+                .map(|c| match &c.names.name {
+                    Some(name) => format!("{} ({name})", c.path),
+                    None => c.path.to_string(),
+                })
+                .collect();
             if many.len() > SHOWN {
-                listed.push("…");
+                listed.push("…".into());
             }
             Err(ApiError::Ambiguous(format!(
-                "{} containers have ids starting with {prefix:?}: {}",
+                "{} containers match {reference:?}: {}",
                 many.len(),
                 listed.join(", ")
             )))

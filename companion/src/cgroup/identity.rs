@@ -40,6 +40,12 @@ impl Identity {
             ("cri-o", id)
         } else if let Some(id) = scoped("libpod-") {
             ("podman", id)
+        } else if let (Some("libpod_parent"), Some(id)) = (
+            parent,
+            last.strip_prefix("libpod-").filter(|id| is_hex_id(id)),
+        ) {
+            // Podman's cgroupfs manager (no systemd): /libpod_parent/libpod-<id>.
+            ("podman", id.to_owned())
         } else if let Some(name) = last
             .strip_prefix("systemd-nspawn@")
             .and_then(|rest| rest.strip_suffix(".service"))
@@ -183,6 +189,7 @@ mod tests {
     #[test]
     fn podman_lxc_nspawn() {
         check(&format!("/machine.slice/libpod-{ID}.scope"), "podman", ID);
+        check(&format!("/libpod_parent/libpod-{ID}"), "podman", ID);
         check("/lxc/web01", "lxc", "web01");
         check("/lxc.payload.web01", "lxc", "web01");
         check(
@@ -205,6 +212,8 @@ mod tests {
             "/user.slice/user-1000.slice/session-2.scope",
             "/docker",
             "/docker/not-an-id",
+            "/libpod_parent/conmon",
+            "/libpod_parent/libpod-conmon",
             "/foo",
         ] {
             assert_eq!(Identity::of(path).runtime, None, "{path}");

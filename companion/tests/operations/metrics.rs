@@ -224,7 +224,7 @@ fn metrics_families_and_types() {
     );
 
     // This container's series, labelled with its path exactly (escaped and unescaped).
-    let labels = [("container", c.path.as_str())];
+    let labels = [("path", c.path.as_str())];
     assert_eq!(
         e2.value("companion_container_processes", &labels),
         Some(2.0)

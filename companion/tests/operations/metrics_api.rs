@@ -35,7 +35,7 @@ fn metrics_agree_with_the_api() {
     {
         let listed = api::processes(snapshot);
         let rss: u64 = listed.iter().map(|p| api::vm_rss(p) * 1024).sum();
-        let labels = [("container", c.path.as_str())];
+        let labels = [("path", c.path.as_str())];
         assert_eq!(
             e.value("companion_container_processes", &labels),
             Some(listed.len() as f64),
@@ -62,7 +62,7 @@ fn metrics_agree_with_the_api() {
     );
     assert_eq!(one.summaries[0]["runtime"], "docker");
     assert_eq!(one.summaries[0]["id"], id.as_str());
-    let labels = [("container", limited.path.as_str())];
+    let labels = [("path", limited.path.as_str())];
     for family in [
         "companion_container_processes",
         "companion_container_cpu_seconds",
@@ -83,7 +83,7 @@ fn metrics_agree_with_the_api() {
     assert_eq!(
         e.value(
             "companion_container_memory_limit_bytes",
-            &[("container", unlimited.path.as_str())]
+            &[("path", unlimited.path.as_str())]
         ),
         None,
         "no limit series without a limit"
@@ -247,7 +247,7 @@ fn metrics_top_processes() {
         let mut keys = BTreeSet::new();
         for sample in &family.samples {
             let labels: Vec<&str> = sample.labels.keys().map(String::as_str).collect();
-            assert_eq!(labels, ["comm", "container", "pid"], "{name} labels");
+            assert_eq!(labels, ["comm", "path", "pid"], "{name} labels");
             assert!(keys.insert(sample.label("pid").unwrap().to_owned()));
         }
         let mine = family
@@ -255,7 +255,7 @@ fn metrics_top_processes() {
             .iter()
             .find(|s| s.label("pid") == Some(&busy_label))
             .unwrap_or_else(|| panic!("busy {busy} not in {name}"));
-        assert_eq!(mine.label("container"), Some(c.path.as_str()));
+        assert_eq!(mine.label("path"), Some(c.path.as_str()));
         assert_eq!(mine.label("comm"), Some("sh"));
     }
     let rss = e
