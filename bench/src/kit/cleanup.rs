@@ -28,6 +28,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use testbed::proc::cgroup_procs;
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
@@ -209,7 +210,7 @@ fn rmdir_retrying(dir: &Path) -> std::io::Result<()> {
             Ok(()) => return Ok(()),
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                if !killed && !members(dir).is_empty() {
+                if !killed && !cgroup_procs(dir).is_empty() {
                     kill_members(dir);
                     killed = true;
                 }
@@ -233,15 +234,6 @@ pub fn try_remove_cgroup(dir: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// The pids in a cgroup's `cgroup.procs`.
-fn members(dir: &Path) -> Vec<u32> {
-    fs::read_to_string(dir.join("cgroup.procs"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 /// SIGKILLs every process in one of our cgroups, by pid, without ever signalling a stranger:
 /// each pid is pinned with a pidfd first, then the cgroup is read again and only pids still
 /// listed in it are signalled through their pidfd (a pid that was reused between the two reads
@@ -251,7 +243,7 @@ fn members(dir: &Path) -> Vec<u32> {
 pub fn kill_members(dir: &Path) -> usize {
     use std::os::fd::{FromRawFd, OwnedFd};
     let mut pinned: Vec<(u32, OwnedFd)> = Vec::new();
-    for pid in members(dir) {
+    for pid in cgroup_procs(dir) {
         // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd >= 0 {
@@ -259,7 +251,7 @@ pub fn kill_members(dir: &Path) -> usize {
             pinned.push((pid, unsafe { OwnedFd::from_raw_fd(fd as i32) }));
         }
     }
-    let still = members(dir);
+    let still = cgroup_procs(dir);
     let mut signalled = 0;
     for (pid, fd) in pinned {
         if !still.contains(&pid) {
