@@ -1,23 +1,31 @@
 //! Reads /proc for the tracked processes: one pass makes one [`Sample`].
 //!
 //! Cost per process and sample is two reads (stat and status) through descriptors kept open
-//! across samples; the command line is read when a process is first seen and again only when it
-//! may have changed (see [`may_have_rewritten_cmdline`]). Holding the descriptors also makes
-//! the reads pid-reuse safe: a descriptor of an exited process fails with ESRCH, it never starts
-//! reading a newcomer with the same pid.
+//! across samples; the command line is read when a process is first seen, again when it may have
+//! changed (see [`may_have_rewritten_cmdline`]), and at least every [`CMDLINE_REFRESH_SAMPLES`]
+//! samples whatever happened. Holding the descriptors also makes the reads pid-reuse safe: a
+//! descriptor of an exited process fails with ESRCH, it never starts reading a newcomer with the
+//! same pid; the pid is then read afresh in the same pass, as a new process.
 
 use std::{collections::HashMap, fs::File, io, sync::Arc, time::SystemTime};
 
 use tracing::debug;
 
 use crate::{
-    cgroup::{Naming, container_of},
+    cgroup::{Naming, container_of, read_membership},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
     },
-    tracker::{Tracked, Tracker},
+    tracker::{Tracked, Tracker, container_name},
 };
+
+/// Every process's command line is read again at least once every this many samples, even when
+/// nothing says it changed: another thread, or another process through /proc/PID/mem, can
+/// rewrite it without the signs [`may_have_rewritten_cmdline`] looks for. The re-reads are spread
+/// evenly over the samples (a process is due when its own counter comes round), so no sample
+/// pays for all of them; the cost is one read of `cmdline` per process every this many samples.
+pub const CMDLINE_REFRESH_SAMPLES: u32 = 10;
 
 /// A process as the sampler last read it.
 struct Cached {
@@ -29,6 +37,11 @@ struct Cached {
     files: Option<(File, File)>,
     execs: u32,
     seen_in: u64,
+    /// Samples since the command line was last read.
+    cmdline_age: u32,
+    /// While the main thread has exited and other threads run: a live thread, and the status
+    /// served for the process (that thread's, under the process's pid and name).
+    zombie_leader: Option<(Pid, Arc<Status>)>,
 }
 
 pub struct SamplerOptions {
@@ -51,6 +64,12 @@ pub struct Sampler {
     previous_boot_ticks: u64,
     /// Processes that left during the current pass.
     departed: Vec<Departed>,
+    /// Processes found gone during the current pass (their pid may already name a newcomer):
+    /// they depart at its end, with their CPU at exit when the tracker knows it.
+    gone: Vec<(Pid, Cached)>,
+    /// The next process's starting `cmdline_age`: cycles through the refresh period, so that the
+    /// periodic re-reads are spread over the samples.
+    next_cmdline_age: u32,
     buf: Vec<u8>,
 }
 
@@ -85,6 +104,8 @@ impl Sampler {
             pass: 0,
             previous_boot_ticks: u64::MAX,
             departed: Vec::new(),
+            gone: Vec::new(),
+            next_cmdline_age: 0,
             buf: Vec::with_capacity(4096),
         }
     }
@@ -134,15 +155,12 @@ impl Sampler {
                 process: cached.sample(),
                 recent_ticks,
             })),
-            Refreshed::Gone => {
-                cached.seen_in = 0;
-                Ok(None)
-            }
-            Refreshed::Reused => {
-                // Same pid, another start time (only possible without open files): the old
-                // process departs, the new one is read from scratch.
+            Refreshed::Gone | Refreshed::Reused => {
+                // The process we knew exited (its descriptor answers ESRCH, or its pid shows
+                // another start time). The tracker still lists the pid: a newcomer may hold it
+                // already, and is read now, as a new process whose CPU since its start counts.
                 let old = self.cache.remove(&pid).expect("cached");
-                self.depart(old, None);
+                self.gone.push((pid, old));
                 self.read_new_process(pid, tracked, buf)
             }
         }
@@ -158,12 +176,14 @@ impl Sampler {
     ) -> io::Result<Option<Sampled>> {
         let root = &self.options.root;
         if !tracked.verified {
-            match read(root, pid, "cgroup", None, buf) {
-                Read::Text => {}
-                Read::Gone => return Ok(None),
-                Read::Failed(err) => return Err(err),
+            match read_membership(root, pid, self.options.naming, buf) {
+                Ok(()) => {}
+                Err(err) if procfs::is_gone(&err) => return Ok(None),
+                Err(err) => return Err(err),
             }
-            if container_of(buf, self.options.naming) != Some(tracked.container.as_bytes()) {
+            let confirmed = container_of(buf, self.options.naming)
+                .is_some_and(|path| container_name(path) == *tracked.container);
+            if !confirmed {
                 debug!(pid, tracked = %tracked.container, "container not confirmed by /proc");
                 return Ok(None);
             }
@@ -185,13 +205,17 @@ impl Sampler {
             Read::Failed(err) => return Err(err),
         }
         let stat = Parsed::new(buf, Stat::parse).map_err(invalid)?;
-        let Some((cmdline, has_cmdline)) = read_cmdline(&self.options, pid, buf) else {
-            return Ok(None);
-        };
         let status = match read(root, pid, "status", files.as_ref().map(|f| &f.1), buf) {
             Read::Text => Parsed::new(buf, Status::parse).ok(),
             Read::Gone => return Ok(None),
             Read::Failed(_) => None,
+        };
+        let zombie_leader = status
+            .as_ref()
+            .and_then(|s| zombie_leader_view(root, pid, &s.value, None, buf));
+        let thread = zombie_leader.as_ref().map(|(tid, _)| *tid);
+        let Some((cmdline, has_cmdline)) = read_cmdline(&self.options, pid, thread, buf) else {
+            return Ok(None);
         };
         if files.is_some() {
             self.open += 1;
@@ -216,7 +240,10 @@ impl Sampler {
             files,
             execs: tracked.execs,
             seen_in: self.pass,
+            cmdline_age: self.next_cmdline_age,
+            zombie_leader,
         };
+        self.next_cmdline_age = (self.next_cmdline_age + 1) % CMDLINE_REFRESH_SAMPLES;
         let process = cached.sample();
         self.cache.insert(pid, cached);
         Ok(Some(Sampled {
@@ -253,14 +280,17 @@ impl Sampler {
                 .map(|ns| ns_to_ticks(ns, tps))
         };
         let pass = self.pass;
-        let gone: Vec<Pid> = self
+        let unseen: Vec<Pid> = self
             .cache
             .iter()
             .filter(|(_, cached)| cached.seen_in != pass)
             .map(|(&pid, _)| pid)
             .collect();
-        for pid in gone {
+        for pid in unseen {
             let cached = self.cache.remove(&pid).expect("listed");
+            self.depart(cached, exit_ticks(pid));
+        }
+        for (pid, cached) in std::mem::take(&mut self.gone) {
             self.depart(cached, exit_ticks(pid));
         }
         crate::tracker::shrink_after_churn(&mut self.cache);
@@ -321,6 +351,11 @@ fn refresh(
         Read::Gone => return Ok(Refreshed::Gone),
         Read::Failed(_) => cached.status = None,
     }
+    let was_zombie_leader = cached.zombie_leader.is_some();
+    cached.zombie_leader = cached.status.as_ref().and_then(|s| {
+        let previous = cached.zombie_leader.as_ref().map(|(_, view)| view);
+        zombie_leader_view(root, pid, &s.value, previous, buf)
+    });
 
     let ran = match (&old_status, &cached.status) {
         (Some(old), Some(new)) => {
@@ -328,10 +363,16 @@ fn refresh(
         }
         _ => true,
     };
-    let cmdline_stale = ran || tracked.execs != cached.execs;
+    cached.cmdline_age += 1;
+    let cmdline_stale = ran
+        || tracked.execs != cached.execs
+        || was_zombie_leader != cached.zombie_leader.is_some()
+        || cached.cmdline_age >= CMDLINE_REFRESH_SAMPLES;
     if cmdline_stale || cached.info.container != tracked.container {
         let (mut cmdline, has_cmdline) = if cmdline_stale {
-            match read_cmdline(options, pid, buf) {
+            cached.cmdline_age = 0;
+            let thread = cached.zombie_leader.as_ref().map(|(tid, _)| *tid);
+            match read_cmdline(options, pid, thread, buf) {
                 Some(read) => read,
                 None => return Ok(Refreshed::Gone),
             }
@@ -362,13 +403,29 @@ fn refresh(
 }
 
 /// The command line as `--cmdline` keeps it and whether there is one; `None` when the process
-/// is gone. An unreadable file gives an empty text and "unknown".
+/// is gone. An unreadable file gives an empty text and "unknown". `thread`: a live thread to read
+/// it from when the main thread has exited (its own file is then empty).
 fn read_cmdline(
     options: &SamplerOptions,
     pid: Pid,
+    thread: Option<Pid>,
     buf: &mut Vec<u8>,
 ) -> Option<(Arc<str>, Option<bool>)> {
-    match read(&options.root, pid, "cmdline", None, buf) {
+    let mut text = read(&options.root, pid, "cmdline", None, buf);
+    if let (Read::Text, true, Some(tid)) = (&text, buf.is_empty(), thread) {
+        text = match read(
+            &options.root,
+            pid,
+            &format!("task/{tid}/cmdline"),
+            None,
+            buf,
+        ) {
+            // The thread ended meanwhile: the process has no command line now.
+            Read::Gone => Read::Text,
+            other => other,
+        };
+    }
+    match text {
         Read::Text => Some((
             render_cmdline(buf, options.cmdline).into(),
             Some(has_cmdline(buf)),
@@ -390,12 +447,42 @@ enum Refreshed {
 
 impl Cached {
     fn sample(&self) -> ProcessSample {
+        let status = match &self.zombie_leader {
+            Some((_, view)) => Some(view.clone()),
+            None => self.status.as_ref().map(|s| s.value.clone()),
+        };
         ProcessSample {
             info: self.info.clone(),
             stat: self.stat.value.clone(),
-            status: self.status.as_ref().map(|s| s.value.clone()),
+            status,
         }
     }
+}
+
+/// When the main thread of `pid` has exited while other threads run (`leader` is its status:
+/// a zombie with more than one thread), the process is alive but its own status has no memory
+/// lines: the status served is a live thread's, under the process's pid and name. Returns that
+/// thread and the status (`previous` when it did not change, so samples keep sharing it).
+fn zombie_leader_view(
+    root: &ProcRoot,
+    pid: Pid,
+    leader: &Status,
+    previous: Option<&Arc<Status>>,
+    buf: &mut Vec<u8>,
+) -> Option<(Pid, Arc<Status>)> {
+    if !leader.state.starts_with('Z') || leader.threads <= 1 {
+        return None;
+    }
+    let tid = procfs::live_thread(root, pid)?;
+    root.read(pid, &format!("task/{tid}/status"), buf).ok()?;
+    let mut status = Status::parse(buf).ok()?;
+    status.pid = leader.pid;
+    status.name.clone_from(&leader.name);
+    let status = match previous {
+        Some(previous) if **previous == status => previous.clone(),
+        _ => Arc::new(status),
+    };
+    Some((tid, status))
 }
 
 /// The last text read from one proc file, and what it parsed to.
@@ -528,9 +615,9 @@ mod tests {
         }
 
         fn write(&self, pid: u32, name: &str, text: &str) {
-            let dir = self.dir.path().join(pid.to_string());
-            fs::create_dir_all(&dir).unwrap();
-            fs::write(dir.join(name), text).unwrap();
+            let file = self.dir.path().join(pid.to_string()).join(name);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, text).unwrap();
         }
 
         fn process(&self, pid: u32, utime: u64, starttime: u64, cmdline: &str) {
@@ -636,6 +723,184 @@ mod tests {
         tracker.processes.get_mut(&10).unwrap().execs += 1;
         let execd = sampler.sample(&mut tracker).unwrap();
         assert_eq!(&*execd.processes()[0].info.cmdline, "execd");
+    }
+
+    /// An idle process's command line changed behind its back (another thread, or a write to
+    /// /proc/PID/mem): it shows within the refresh period, and the re-reads of many idle
+    /// processes are spread, one share per sample, not all in one.
+    #[test]
+    fn idle_cmdlines_are_read_again_within_the_refresh_period_spread_over_samples() {
+        let root = FakeRoot::new();
+        let n = CMDLINE_REFRESH_SAMPLES;
+        let pids: Vec<u32> = (100..100 + n).collect();
+        for &pid in &pids {
+            root.process(pid, 5, 100, "old\0");
+        }
+        let mut tracker = tracking(&pids, true);
+        let mut sampler = root.sampler(100);
+        sampler.sample(&mut tracker).unwrap();
+        for &pid in &pids {
+            root.write(pid, "cmdline", "new\0");
+        }
+        let mut updated_per_sample = Vec::new();
+        let mut updated = 0;
+        for _ in 0..n {
+            let sample = sampler.sample(&mut tracker).unwrap();
+            let now = sample
+                .processes()
+                .iter()
+                .filter(|p| &*p.info.cmdline == "new")
+                .count();
+            updated_per_sample.push(now - updated);
+            updated = now;
+        }
+        assert_eq!(
+            updated_per_sample,
+            vec![1; n as usize],
+            "every idle process within {n} samples, one more per sample"
+        );
+    }
+
+    /// A process exits and a newcomer takes its pid between two samples: the descriptor kept
+    /// open answers ESRCH, and the newcomer is read in the same pass, its CPU since its start
+    /// counted. Real processes behind a fake root's pid (a symbolic link into /proc), so the
+    /// descriptor is a real /proc one.
+    #[test]
+    fn pid_reused_behind_an_open_descriptor_is_read_afresh_in_the_same_pass() {
+        use std::{os::unix::fs::symlink, process::Command};
+        let spawn = |script: &str| {
+            Command::new("/bin/sh")
+                .args(["-c", script])
+                .spawn()
+                .expect("spawning")
+        };
+        let root = FakeRoot::new();
+        let link = root.path().join("10");
+        let mut first = spawn("exec sleep 1000");
+        symlink(format!("/proc/{}", first.id()), &link).unwrap();
+        let mut tracker = tracking(&[10], true);
+        let mut sampler = root.sampler(100);
+        let before = sampler.sample(&mut tracker).unwrap();
+        let old_start = before.processes()[0].info.starttime;
+        assert_eq!(sampler.open_descriptors(), 1);
+
+        // Start times are in clock ticks: the newcomer starts a few ticks later.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let mut second = spawn("while :; do :; done");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        fs::remove_file(&link).unwrap();
+        symlink(format!("/proc/{}", second.id()), &link).unwrap();
+        let sample = sampler.sample(&mut tracker);
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let sample = sample.unwrap();
+
+        let [newcomer] = sample.processes() else {
+            panic!("the newcomer is missing: {:?}", pids(&sample));
+        };
+        assert_ne!(newcomer.info.starttime, old_start, "not its predecessor");
+        assert!(newcomer.cpu_ticks() > 0, "it ran for 300 ms");
+        let departed: Vec<u64> = sample
+            .departed(C)
+            .iter()
+            .map(|d| d.info.starttime)
+            .collect();
+        assert_eq!(departed, [old_start], "the predecessor departs");
+        let (_, _, totals) = sample.containers().next().unwrap();
+        assert_eq!(
+            totals.cpu_ticks,
+            newcomer.cpu_ticks(),
+            "all its CPU since its start counts"
+        );
+        assert_eq!(sampler.open_descriptors(), 1, "the old descriptor closed");
+    }
+
+    /// A cgroup name that is not UTF-8: an entry the tracker did not verify is confirmed by
+    /// /proc all the same (the path read is named as the tracker names it).
+    #[test]
+    fn container_path_not_utf8_is_confirmed() {
+        let root = FakeRoot::new();
+        root.process(10, 1, 100, "app\0");
+        fs::write(
+            root.path().join("10/cgroup"),
+            b"1:cpu:/odd-\xff\xfe\n0::/\n",
+        )
+        .unwrap();
+        let container: Arc<str> = container_name(b"/odd-\xff\xfe").into();
+        let mut tracker = Given::default();
+        tracker.processes.insert(
+            10,
+            Tracked {
+                container: container.clone(),
+                execs: 0,
+                verified: false,
+            },
+        );
+        let sample = root.sampler(100).sample(&mut tracker).unwrap();
+        assert_eq!(pids(&sample), [10]);
+        assert_eq!(sample.processes()[0].info.container, container);
+    }
+
+    /// The main thread exited while another runs: /proc/PID shows a zombie with no memory, no
+    /// command line and (on v1) the root cgroup; the live thread has them all.
+    fn zombie_leader(root: &FakeRoot) {
+        let stat = stat_text(10, 40, 100).replace(") S ", ") Z ");
+        root.write(10, "stat", &stat);
+        root.write(
+            10,
+            "status",
+            "Name:\tapp\nState:\tZ (zombie)\nTgid:\t10\nPid:\t10\nPPid:\t1\nThreads:\t2\n\
+             voluntary_ctxt_switches:\t5\nnonvoluntary_ctxt_switches:\t0\n",
+        );
+        root.write(10, "cmdline", "");
+        root.write(10, "cgroup", "1:cpu:/\n0::/\n");
+        root.write(10, "task/10/stat", &stat);
+        root.write(
+            10,
+            "task/11/stat",
+            &stat_text(11, 40, 100).replace(") S ", ") R "),
+        );
+        root.write(
+            10,
+            "task/11/status",
+            "Name:\tworker\nState:\tR (running)\nTgid:\t10\nPid:\t11\nPPid:\t1\n\
+             VmRSS:\t2048 kB\nThreads:\t2\n",
+        );
+        root.write(10, "task/11/cmdline", "app\0--serve\0");
+        root.write(10, "task/11/cgroup", &format!("1:cpu:{C}\n0::/\n"));
+    }
+
+    #[test]
+    fn process_whose_main_thread_exited_is_listed_from_a_live_thread() {
+        let root = FakeRoot::new();
+        zombie_leader(&root);
+        // Not verified by the tracker: the sampler's own check must find the container.
+        let mut tracker = tracking(&[10], false);
+        let sample = root.sampler(0).sample(&mut tracker).unwrap();
+        let [process] = sample.processes() else {
+            panic!("not sampled: {:?}", pids(&sample));
+        };
+        assert!(process.listed());
+        assert_eq!(&*process.info.cmdline, "app --serve");
+        let status = process.status.as_ref().unwrap();
+        assert_eq!((status.pid, status.tgid, status.vm_rss), (10, 10, 2048));
+        assert_eq!(status.name, "app", "the process's name, not the thread's");
+        assert_eq!(process.cpu_ticks(), 42, "the group's CPU, from its stat");
+
+        // The /proc scan finds it in its container too.
+        let mut names = crate::tracker::ContainerNames::default();
+        let mut found = Vec::new();
+        crate::tracker::procscan::scan(
+            &ProcRoot::new(root.path()),
+            Naming::V1Cpu,
+            &mut names,
+            &mut Vec::new(),
+            |pid, tracked| found.push((pid, tracked.container.to_string())),
+        )
+        .unwrap();
+        assert_eq!(found, [(10, C.to_owned())]);
     }
 
     #[test]

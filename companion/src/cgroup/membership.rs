@@ -1,7 +1,10 @@
 //! Cgroup membership: `/proc/PID/cgroup`, `hierarchy-id:controller,list:/path` lines, one per
 //! hierarchy, and the container a process belongs to by the naming rule.
 
+use std::io;
+
 use super::Naming;
+use crate::procfs::{self, Pid, ProcRoot};
 
 /// One line of /proc/PID/cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,44 @@ pub fn container_of(text: &[u8], naming: Naming) -> Option<&[u8]> {
         Naming::Auto => v1_cpu().or_else(unified),
     }?;
     (line.path != b"/" && !line.path.is_empty()).then_some(line.path)
+}
+
+/// Reads into `buf` the cgroup file that decides the container of process `pid`: its
+/// `/proc/PID/cgroup`, or a live thread's when its main thread has exited while other threads
+/// run. On cgroup v1 the kernel shows an exiting task in the root of every hierarchy (v2 keeps
+/// its path), so such a process, alive in its container, would read as a host process.
+///
+/// The extra reads happen only for a process at the root of every v1 hierarchy: one look at its
+/// state, and for a zombie main thread, its task list.
+pub fn read_membership(
+    root: &ProcRoot,
+    pid: Pid,
+    naming: Naming,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    root.read(pid, "cgroup", buf)?;
+    if naming == Naming::Unified || container_of(buf, naming).is_some() || !every_v1_at_root(buf) {
+        return Ok(());
+    }
+    if procfs::task_state(root, &format!("{pid}/stat")) != Some(b'Z') {
+        return Ok(());
+    }
+    match procfs::live_thread(root, pid) {
+        Some(tid) => match root.read(pid, &format!("task/{tid}/cgroup"), buf) {
+            // The thread ended meanwhile: the process is as the main thread's file said.
+            Err(err) if procfs::is_gone(&err) => root.read(pid, "cgroup", buf),
+            other => other,
+        },
+        None => Ok(()),
+    }
+}
+
+/// Whether the file has a v1 line and every v1 line says `/` (as for an exiting task).
+fn every_v1_at_root(text: &[u8]) -> bool {
+    let mut v1 = parse_cgroup(text)
+        .filter(|line| line.hierarchy != b"0")
+        .peekable();
+    v1.peek().is_some() && v1.all(|line| line.path == b"/")
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ mod membership;
 
 pub use fs::CgroupFs;
 pub use identity::Identity;
-pub use membership::{CgroupLine, container_of, parse_cgroup};
+pub use membership::{CgroupLine, container_of, parse_cgroup, read_membership};
 
 use std::path::Path;
 

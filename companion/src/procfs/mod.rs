@@ -108,6 +108,36 @@ pub fn pread_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<()> {
     }
 }
 
+/// The state letter of a task (`R`, `S`, `Z`…) from the start of a stat file at `path` (relative
+/// to the proc root, e.g. `42/stat` or `42/task/43/stat`); `None` when it cannot be read.
+///
+/// Only the head of the file is read: the state follows the name, which is at most 64 bytes.
+pub fn task_state(root: &ProcRoot, path: &str) -> Option<u8> {
+    let mut head = [0u8; 256];
+    let n = File::open(root.global(path)).ok()?.read(&mut head).ok()?;
+    let head = &head[..n];
+    let close = head.iter().rposition(|&b| b == b')')?;
+    head.get(close + 2).copied()
+}
+
+/// A thread of process `pid` that has not exited, other than its main thread; `None` when there
+/// is none. When the main thread has exited while others run (it stays a zombie until the last
+/// one ends), the process's memory, command line and cgroup are read from such a thread.
+pub fn live_thread(root: &ProcRoot, pid: Pid) -> Option<Pid> {
+    fs::read_dir(root.file(pid, "task"))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<Pid>().ok())
+        .filter(|&tid| tid != pid)
+        .find(|&tid| {
+            task_state(root, &format!("{pid}/task/{tid}/stat")).is_some_and(|s| !is_dead(s))
+        })
+}
+
+/// Whether a state letter is that of a task that has exited (zombie, or dead being reaped).
+pub fn is_dead(state: u8) -> bool {
+    matches!(state, b'Z' | b'X' | b'x')
+}
+
 /// True when the error means the process is gone (exited, or its pid now names nothing).
 pub fn is_gone(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ESRCH))

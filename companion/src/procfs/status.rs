@@ -12,7 +12,8 @@ use super::{ParseError, lines, lossy};
 #[cfg_attr(test, derive(serde::Deserialize))]
 #[serde(rename_all = "PascalCase")]
 pub struct Status {
-    /// The name as the file shows it (the kernel escapes newlines and backslashes).
+    /// The real name, the same text as stat's `comm`: the kernel escapes a newline as `\n` and a
+    /// backslash as `\\` in this file; the parser undoes that.
     pub name: String,
     pub state: String,
     pub tgid: u64,
@@ -80,7 +81,7 @@ impl Status {
             let value = value.trim_ascii();
             let s = &mut status;
             match key {
-                b"Name" => s.name = lossy(raw),
+                b"Name" => s.name = lossy(&unescape_name(raw)),
                 b"State" => s.state = lossy(value),
                 b"Tgid" => s.tgid = decimal(value, "Tgid")?,
                 b"Pid" => s.pid = decimal(value, "Pid")?,
@@ -149,6 +150,31 @@ impl Status {
         }
         Ok(status)
     }
+}
+
+/// The name as the kernel wrote it before escaping it for the status file (`\n` for a newline,
+/// `\\` for a backslash; `seq_escape_str` with `ESCAPE_SPACE | ESCAPE_SPECIAL` and only those two
+/// characters). A backslash before anything else is kept as it is.
+fn unescape_name(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.contains(&b'\\') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut name = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match (b, bytes.peek()) {
+            (b'\\', Some(b'n')) => {
+                name.push(b'\n');
+                bytes.next();
+            }
+            (b'\\', Some(b'\\')) => {
+                name.push(b'\\');
+                bytes.next();
+            }
+            _ => name.push(b),
+        }
+    }
+    std::borrow::Cow::Owned(name)
 }
 
 fn decimal<T: std::str::FromStr>(text: &[u8], key: &'static str) -> Result<T, ParseError> {
@@ -349,8 +375,11 @@ nonvoluntary_ctxt_switches:\t88\n";
     #[test]
     fn empty_groups_and_escaped_names() {
         let s = Status::parse(b"Name:\ta\\nb c\nGroups:\t\n").unwrap();
-        assert_eq!(s.name, "a\\nb c");
+        assert_eq!(s.name, "a\nb c", "the real name, as stat's comm shows it");
         assert!(s.groups.is_empty());
+        // A backslash is written doubled; a lone one (never written by the kernel) is kept.
+        let s = Status::parse(b"Name:\ta\\\\nb\\x\\\n").unwrap();
+        assert_eq!(s.name, "a\\nb\\x\\");
     }
 
     #[test]
@@ -392,7 +421,7 @@ nonvoluntary_ctxt_switches:\t88\n";
                  CapEff:\t{:016x}\nCapBnd:\t{:016x}\nSeccomp:\t{}\nCpus_allowed:\t{}\n\
                  Cpus_allowed_list:\t0-1\nMems_allowed:\t{}\nMems_allowed_list:\t0\n\
                  voluntary_ctxt_switches:\t{}\nnonvoluntary_ctxt_switches:\t{}\n",
-                s.name,
+                s.name.replace('\\', "\\\\").replace('\n', "\\n"),
                 s.state,
                 s.tgid,
                 s.pid,

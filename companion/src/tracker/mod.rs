@@ -146,7 +146,7 @@ pub struct ContainerNames {
 
 impl ContainerNames {
     pub fn intern(&mut self, path: &[u8]) -> Arc<str> {
-        let path = String::from_utf8_lossy(path);
+        let path = container_name(path);
         if let Some(name) = self.names.get(&*path) {
             return name.clone();
         }
@@ -159,6 +159,14 @@ impl ContainerNames {
     pub fn prune(&mut self) {
         self.names.retain(|name| Arc::strong_count(name) > 1);
     }
+}
+
+/// The name of the container at cgroup path `path`: the path's bytes, each invalid UTF-8
+/// sequence replaced by U+FFFD (cgroup names are bytes; the API shows text). Every comparison of
+/// a path read from the kernel with a tracked container goes through this, so no encoding makes
+/// a process look like it is elsewhere.
+pub fn container_name(path: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(path)
 }
 
 /// A map sized for a burst of processes that have since left gives the memory back.

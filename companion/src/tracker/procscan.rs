@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::{ContainerNames, Exit, Processes, Stop, Tracked, Tracker, TrackerKind, TrackerStats};
 use crate::{
-    cgroup::{Naming, container_of},
+    cgroup::{Naming, container_of, read_membership},
     procfs::{self, ProcRoot},
 };
 
@@ -55,7 +55,7 @@ pub fn scan(
         .pids()
         .with_context(|| format!("listing {}", root.path().display()))?;
     for pid in pids {
-        match root.read(pid, "cgroup", buf) {
+        match read_membership(root, pid, naming, buf) {
             Ok(()) => {}
             Err(err) if procfs::is_gone(&err) => continue,
             Err(err) => {

@@ -33,7 +33,7 @@ use super::{
     procscan::scan,
 };
 use crate::{
-    cgroup::{Hierarchy, Naming, container_of},
+    cgroup::{Hierarchy, Naming, container_of, read_membership},
     procfs::{Pid, ProcRoot, Status},
 };
 
@@ -282,7 +282,7 @@ impl EbpfTracker {
 
     /// The container /proc says the process is in.
     fn container_from_proc(&mut self, pid: Pid) -> Option<super::ContainerPath> {
-        self.root.read(pid, "cgroup", &mut self.buf).ok()?;
+        read_membership(&self.root, pid, self.naming, &mut self.buf).ok()?;
         let path = container_of(&self.buf, self.naming)?;
         Some(self.names.intern(path))
     }
