@@ -31,4 +31,5 @@ mod errors;
 mod lifecycle;
 mod naming;
 mod queries;
+mod reliability;
 mod schema;

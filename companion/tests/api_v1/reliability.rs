@@ -11,7 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use companion_tests::{
+use testbed::{
     Container, Hierarchy, Pid, Service, TestCgroup, Tracker, api, both_trackers, cpu_heavy, proc,
     spawn, wait_for,
 };
