@@ -11,7 +11,7 @@ use std::{collections::HashMap, fs::File, io, sync::Arc, time::SystemTime};
 use tracing::debug;
 
 use crate::{
-    cgroup::{Naming, container_of},
+    cgroup::{CgroupReader, Naming, container_of},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
@@ -52,6 +52,8 @@ pub struct Sampler {
     /// Processes that left during the current pass.
     departed: Vec<Departed>,
     buf: Vec<u8>,
+    /// Reads each container's limits, throttling and pressure; `None` when not wanted.
+    cgroups: Option<CgroupReader>,
 }
 
 /// What reading one proc file gave; the text is in the buffer passed.
@@ -86,7 +88,14 @@ impl Sampler {
             previous_boot_ticks: u64::MAX,
             departed: Vec::new(),
             buf: Vec::with_capacity(4096),
+            cgroups: None,
         }
+    }
+
+    /// Also reads every container's cgroup files with each sample.
+    pub fn with_cgroups(mut self, reader: CgroupReader) -> Sampler {
+        self.cgroups = Some(reader);
+        self
     }
 
     pub fn open_descriptors(&self) -> usize {
@@ -113,7 +122,12 @@ impl Sampler {
 
         let departed = self.collect_departed(tracker, boot_ticks);
         self.previous_boot_ticks = boot_ticks;
-        Ok(Sample::new(timestamp, boot_ticks, sampled, departed))
+        let mut sample = Sample::new(timestamp, boot_ticks, sampled, departed);
+        if let Some(reader) = &mut self.cgroups {
+            sample.read_cgroups(|path| reader.read(path));
+            reader.retain(|path| !sample.container(path).is_empty());
+        }
+        Ok(sample)
     }
 
     /// Reads one process. `Ok(None)`: it is gone, or not in the container the tracker says.

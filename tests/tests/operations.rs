@@ -630,7 +630,7 @@ fn metrics_agree_with_the_api() {
         Some((256 * MIB) as f64),
         "the limit written to memory.limit_in_bytes"
     );
-    assert_eq!(one.summaries[0]["memory_limit_bytes"], json!(256 * MIB));
+    assert_eq!(one.summaries[0]["limits"]["memory_bytes"], json!(256 * MIB));
     assert_eq!(
         e.value(
             "companion_container_memory_limit_bytes",
@@ -639,7 +639,7 @@ fn metrics_agree_with_the_api() {
         None,
         "no limit series without a limit"
     );
-    assert_eq!(one.summaries[1]["memory_limit_bytes"], Value::Null);
+    assert_eq!(one.summaries[1]["limits"]["memory_bytes"], Value::Null);
     let family = e.expect("companion_container_memory_limit_bytes");
     assert_eq!(
         (family.kind.as_str(), family.unit.as_str()),
@@ -1032,7 +1032,10 @@ fn discovery_by_runtime_naming() {
                 "cpu_percent",
                 "cpu_seconds_total",
                 "rss_bytes",
-                "memory_limit_bytes"
+                "limits",
+                "throttling",
+                "memory",
+                "pressure"
             ],
             "{path}"
         );
@@ -1041,9 +1044,9 @@ fn discovery_by_runtime_naming() {
         assert_eq!(e["pod_uid"], json!(case.pod_uid), "pod_uid of {path}");
         assert_eq!(e["qos_class"], json!(case.qos_class), "qos_class of {path}");
         assert_eq!(
-            e["memory_limit_bytes"],
+            e["limits"]["memory_bytes"],
             json!(case.memory_limit),
-            "memory_limit_bytes of {path}"
+            "memory limit of {path}"
         );
         assert!(
             e["cpu_percent"]
@@ -1067,7 +1070,7 @@ fn discovery_by_runtime_naming() {
             "pod_uid",
             "qos_class",
             "processes",
-            "memory_limit_bytes",
+            "limits",
         ] {
             assert_eq!(
                 one[key], e[key],

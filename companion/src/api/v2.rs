@@ -12,17 +12,52 @@ use serde::Serialize;
 use super::{ApiError, AppState, v1};
 use crate::inventory::ContainerSummary;
 
-/// `GET /api/v2/containers`: every container with a listed process.
-pub async fn containers(State(state): State<AppState>) -> Json<Vec<ContainerSummary>> {
-    Json(state.shared.load().inventory.containers.clone())
+/// `GET /api/v2/containers?interval=N`: every container with a listed process, its CPU,
+/// throttling and pressure over the last N samples (default 1).
+pub async fn containers(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<Vec<ContainerSummary>>, ApiError> {
+    let interval = interval_of(&state, &uri)?;
+    let published = state.shared.load();
+    let containers = &published.inventory.containers;
+    Ok(Json(if interval == 1 {
+        containers.clone()
+    } else {
+        let tps = state.host.clock_ticks_per_second;
+        containers
+            .iter()
+            .map(|c| c.over(&published.history, interval, tps))
+            .collect()
+    }))
 }
 
-/// `GET /api/v2/containers/{id}`: one container by a unique prefix of its id.
+/// `GET /api/v2/containers/{id}?interval=N`: one container by a unique prefix of its id.
 pub async fn container(
     State(state): State<AppState>,
     Path(prefix): Path<String>,
+    uri: Uri,
 ) -> Result<Json<ContainerSummary>, ApiError> {
-    Ok(Json(resolve(&state, &prefix)?))
+    let interval = interval_of(&state, &uri)?;
+    let container = resolve(&state, &prefix)?;
+    Ok(Json(if interval == 1 {
+        container
+    } else {
+        let tps = state.host.clock_ticks_per_second;
+        container.over(&state.shared.load().history, interval, tps)
+    }))
+}
+
+/// The `interval` parameter, read as v1.0 reads it; it must stay within the history.
+fn interval_of(state: &AppState, uri: &Uri) -> Result<usize, ApiError> {
+    let interval = v1::Query::parse(uri.query())?.interval;
+    let capacity = state.shared.load().history.capacity();
+    if interval >= capacity {
+        return Err(ApiError::BadRequest(format!(
+            "interval={interval} reaches past the history of {capacity} samples"
+        )));
+    }
+    Ok(interval)
 }
 
 /// `GET /api/v2/containers/{id}/processes`: the v1.0 answer, for a container named by a unique
