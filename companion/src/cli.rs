@@ -75,9 +75,16 @@ pub struct PsArgs {
     #[arg(long)]
     pub limit: Option<u32>,
 
-    /// Window of the %CPU figures (e.g. 1s, 10s, 1m); rounded to whole sample periods.
+    /// Window of the %CPU, throttling and pressure figures (e.g. 1s, 10s, 1m); rounded to whole
+    /// sample periods.
     #[arg(long, default_value = "1s", value_parser = parse_period)]
     pub interval: Duration,
+
+    /// What a process's %CPU is a share of: `container`, all CPU the container used (the v1.0
+    /// `relativecpuusage`); `core`, one core (as ps and top show it); `limit`, the
+    /// container's CPU limit (of one core when it has none).
+    #[arg(long, value_enum, default_value_t = CpuOf::Container)]
+    pub cpu_of: CpuOf,
 
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -101,6 +108,14 @@ pub struct TopArgs {
 pub enum SortKey {
     Cpu,
     Mem,
+}
+
+/// The whole a process's %CPU is a share of (`companion ps --cpu-of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CpuOf {
+    Container,
+    Core,
+    Limit,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -150,6 +165,14 @@ pub struct ServeArgs {
     /// `v1-cpu` and `unified` force one of them.
     #[arg(long, env = "COMPANION_CGROUP_HIERARCHY", value_enum, default_value_t = Naming::Auto)]
     pub cgroup_hierarchy: Naming,
+
+    /// Read each container's limits and what enforcing them costs with every sample: CPU
+    /// quota, shares and CFS throttling (cpu.stat), memory limit, usage, swap, failures and
+    /// OOM kills, and pressure stall information (cpu/memory/io.pressure) where the kernel keeps
+    /// it (cgroup v2, or the unified hierarchy of a hybrid host). About a dozen small reads per
+    /// container and sample, through descriptors kept open; `false` leaves these figures null.
+    #[arg(long, env = "COMPANION_CGROUP_STATS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cgroup_stats: bool,
 
     /// eBPF tracker: how often a full /proc scan checks the tracked set (it also runs at once
     /// when the kernel reports lost events).

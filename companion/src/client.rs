@@ -6,7 +6,7 @@ use std::{fmt::Write as _, io::Write as _, time::Duration};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::cli::{PsArgs, ServiceArgs, SortKey, TopArgs};
+use crate::cli::{CpuOf, PsArgs, ServiceArgs, SortKey, TopArgs};
 
 /// The fields of `/api/v2/host` the table needs.
 #[derive(Debug, Deserialize)]
@@ -30,7 +30,47 @@ struct Container {
     processes: usize,
     cpu_percent: f64,
     rss_bytes: u64,
-    memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    limits: Limits,
+    throttling: Option<Throttling>,
+    memory: Option<Memory>,
+    pressure: Option<Pressure>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Limits {
+    cpu_cores: Option<f64>,
+    memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Throttling {
+    throttled_periods: u64,
+    throttled_percent: f64,
+    throttled_seconds: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Memory {
+    usage_bytes: Option<u64>,
+    percent_of_limit: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Pressure {
+    cpu: Option<ResourcePressure>,
+    memory: Option<ResourcePressure>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResourcePressure {
+    some: Stall,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stall {
+    avg10: f64,
+    interval_percent: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,10 +213,10 @@ pub fn health(args: &ServiceArgs) -> anyhow::Result<()> {
 
 fn render(service: &Service, args: &PsArgs) -> anyhow::Result<String> {
     let host: Host = service.get("/api/v2/host")?;
-    let container = find_container(service, &args.container)?;
     let interval = (args.interval.as_secs_f64() / host.sample_period_seconds)
         .round()
         .max(1.0) as u64;
+    let container = find_container(service, &args.container, interval)?;
     let mut query = format!("?interval={interval}");
     match args.sort {
         Some(SortKey::Cpu) => query.push_str("&sort=cpu"),
@@ -198,7 +238,7 @@ fn render(service: &Service, args: &PsArgs) -> anyhow::Result<String> {
         .last()
         .map(|s| s.processes)
         .unwrap_or_default();
-    Ok(table(&host, &container, &processes))
+    Ok(table(&host, &container, &processes, args.cpu_of))
 }
 
 /// Bytes escaped in a path segment.
@@ -212,56 +252,29 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 /// The container a `ps`/`top` argument names: a cgroup path, or what the service resolves (a
 /// name or an id prefix; a Kubernetes `namespace/pod/container` travels as one path segment).
-fn find_container(service: &Service, name: &str) -> anyhow::Result<Container> {
+fn find_container(service: &Service, name: &str, interval: u64) -> anyhow::Result<Container> {
     if name.starts_with('/') {
-        let all: Vec<Container> = service.get("/api/v2/containers")?;
+        let all: Vec<Container> =
+            service.get(&format!("/api/v2/containers?interval={interval}"))?;
         return all
             .into_iter()
             .find(|c| c.path == name)
             .with_context(|| format!("no container {name} with listed processes"));
     }
     let encoded = percent_encoding::utf8_percent_encode(name, SEGMENT).to_string();
-    service.get(&format!("/api/v2/containers/{encoded}"))
+    service.get(&format!("/api/v2/containers/{encoded}?interval={interval}"))
 }
 
 /// The table, with a summary line; %MEM is of the container's memory limit, or of the host's
-/// memory when it has none.
-fn table(host: &Host, container: &Container, processes: &[Process]) -> String {
+/// memory when it has none; %CPU as `--cpu-of` says.
+fn table(host: &Host, container: &Container, processes: &[Process], cpu_of: CpuOf) -> String {
     let memory = container
-        .memory_limit_bytes
+        .limits
+        .memory_bytes
         .unwrap_or(host.memory_total_bytes)
         .max(1);
     let mut out = String::new();
-    // `(id, name, image IMAGE)`: what `docker ps` would show of it.
-    let mut known = vec![
-        container
-            .id
-            .as_deref()
-            .map_or("-", |id| &id[..id.len().min(12)])
-            .to_owned(),
-    ];
-    known.extend(container.name.clone());
-    known.extend(
-        container
-            .image
-            .as_ref()
-            .map(|image| format!("image {image}")),
-    );
-    let _ = writeln!(
-        out,
-        "{} ({}): {} processes, {:.1}% of a core, {} MiB resident of {} MiB{}",
-        container.path,
-        known.join(", "),
-        container.processes,
-        container.cpu_percent,
-        container.rss_bytes >> 20,
-        memory >> 20,
-        if container.memory_limit_bytes.is_some() {
-            " (limit)"
-        } else {
-            " (host)"
-        },
-    );
+    let _ = writeln!(out, "{}", summary(container, memory));
     let _ = writeln!(
         out,
         "{:>6} {:>7} {:>5} {:>5} {:>9} {:>8} {:<5} {:>5} {:>8} COMMAND",
@@ -285,7 +298,7 @@ fn table(host: &Host, container: &Container, processes: &[Process]) -> String {
             "{:>6} {:>7} {:>5.1} {:>5.1} {:>9} {:>8} {:<5} {:>5} {:>8} {}",
             p.status.real_uid,
             p.stat.pid,
-            p.relativecpuusage,
+            cpu_of_process(p.relativecpuusage, container, cpu_of),
             100.0 * (p.status.vm_rss * 1024) as f64 / memory as f64,
             p.status.vm_size,
             p.status.vm_rss,
@@ -296,6 +309,78 @@ fn table(host: &Host, container: &Container, processes: &[Process]) -> String {
         );
     }
     out
+}
+
+/// The summary line: processes, CPU against the limit and its throttling, pressure, memory
+/// against the limit (`memory` is the limit, or the host's memory without one).
+fn summary(c: &Container, memory: u64) -> String {
+    // `(id, name, image IMAGE)`: what `docker ps` would show of it.
+    let mut known = vec![
+        c.id.as_deref()
+            .map_or("-", |id| &id[..id.len().min(12)])
+            .to_owned(),
+    ];
+    known.extend(c.name.clone());
+    known.extend(c.image.as_ref().map(|image| format!("image {image}")));
+    let mut line = format!(
+        "{} ({}): {} processes, {:.1}% of a core",
+        c.path,
+        known.join(", "),
+        c.processes,
+        c.cpu_percent,
+    );
+    if let Some(cores) = c.limits.cpu_cores {
+        let _ = write!(line, ", limit {cores:.2} cores");
+    }
+    if let Some(t) = &c.throttling
+        && (c.limits.cpu_cores.is_some() || t.throttled_periods > 0)
+    {
+        let _ = write!(
+            line,
+            ", throttled {:.0}% of periods ({:.2} s)",
+            t.throttled_percent, t.throttled_seconds
+        );
+    }
+    let stall = |r: &Option<ResourcePressure>| {
+        r.as_ref()
+            .map(|r| r.some.interval_percent.unwrap_or(r.some.avg10))
+    };
+    if let Some(p) = &c.pressure {
+        let shown: Vec<String> = [("cpu", stall(&p.cpu)), ("memory", stall(&p.memory))]
+            .into_iter()
+            .filter_map(|(name, percent)| Some(format!("{name} {:.1}%", percent?)))
+            .collect();
+        if !shown.is_empty() {
+            let _ = write!(line, ", pressure {}", shown.join(" "));
+        }
+    }
+    let _ = write!(line, ", {} MiB resident", c.rss_bytes >> 20);
+    if let Some(usage) = c.memory.as_ref().and_then(|m| m.usage_bytes) {
+        let _ = write!(line, ", {} MiB used", usage >> 20);
+        if let Some(percent) = c.memory.as_ref().and_then(|m| m.percent_of_limit) {
+            let _ = write!(line, " ({percent:.0}%)");
+        }
+    }
+    let whose = if c.limits.memory_bytes.is_some() {
+        "limit"
+    } else {
+        "host"
+    };
+    let _ = write!(line, " of {} MiB ({whose})", memory >> 20);
+    line
+}
+
+/// A process's %CPU: `share` is its percent of the container's CPU over the interval.
+fn cpu_of_process(share: f64, container: &Container, cpu_of: CpuOf) -> f64 {
+    let of_a_core = share * container.cpu_percent / 100.0;
+    match cpu_of {
+        CpuOf::Container => share,
+        CpuOf::Core => of_a_core,
+        CpuOf::Limit => match container.limits.cpu_cores {
+            Some(cores) if cores > 0.0 => of_a_core / cores,
+            _ => of_a_core,
+        },
+    }
 }
 
 /// `ps`'s STAT: the state letter and its modifiers.
@@ -377,7 +462,13 @@ mod tests {
             processes: 2,
             cpu_percent: 99.5,
             rss_bytes: 300 << 20,
-            memory_limit_bytes: Some(1 << 30),
+            limits: Limits {
+                cpu_cores: None,
+                memory_bytes: Some(1 << 30),
+            },
+            throttling: None,
+            memory: None,
+            pressure: None,
         };
         let text = table(
             &host,
@@ -386,6 +477,7 @@ mod tests {
                 process(42, 97.25, 262_144, "python app.py"),
                 process(7, 0.0, 1024, ""),
             ],
+            CpuOf::Container,
         );
         let lines: Vec<&str> = text.lines().collect();
         assert!(
@@ -408,5 +500,50 @@ mod tests {
             lines[3].ends_with("[worker]"),
             "no command line: the name in brackets"
         );
+    }
+
+    fn limited() -> Container {
+        serde_json::from_value(serde_json::json!({
+            "path": "/docker/abc", "id": "abc", "processes": 3, "cpu_percent": 19.9,
+            "rss_bytes": 45u64 << 20,
+            "limits": {"cpu_cores": 0.2, "memory_bytes": 64u64 << 20},
+            "throttling": {"periods": 10, "throttled_periods": 9, "throttled_percent": 90.0,
+                           "throttled_seconds": 0.81},
+            "memory": {"usage_bytes": 48u64 << 20, "percent_of_limit": 75.0},
+            "pressure": {"cpu": {"some": {"avg10": 50.0, "interval_percent": 78.14}},
+                         "memory": {"some": {"avg10": 0.0, "interval_percent": null}}, "io": null}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn summary_with_limits_throttling_and_pressure() {
+        assert_eq!(
+            summary(&limited(), 64 << 20),
+            "/docker/abc (abc): 3 processes, 19.9% of a core, limit 0.20 cores, throttled 90% of \
+             periods (0.81 s), pressure cpu 78.1% memory 0.0%, 45 MiB resident, 48 MiB used (75%) \
+             of 64 MiB (limit)"
+        );
+        // No limits, no cgroup figures (an older service, or --cgroup-stats false).
+        let bare: Container = serde_json::from_value(serde_json::json!({
+            "path": "/docker/abc", "id": null, "processes": 1, "cpu_percent": 100.0,
+            "rss_bytes": 1u64 << 20
+        }))
+        .unwrap();
+        assert_eq!(
+            summary(&bare, 8 << 30),
+            "/docker/abc (-): 1 processes, 100.0% of a core, 1 MiB resident of 8192 MiB (host)"
+        );
+    }
+
+    #[test]
+    fn cpu_of_container_core_or_limit() {
+        let c = limited();
+        assert_eq!(cpu_of_process(50.0, &c, CpuOf::Container), 50.0);
+        assert!((cpu_of_process(50.0, &c, CpuOf::Core) - 9.95).abs() < 1e-9);
+        assert!((cpu_of_process(50.0, &c, CpuOf::Limit) - 49.75).abs() < 1e-9);
+        let mut unlimited = limited();
+        unlimited.limits.cpu_cores = None;
+        assert!((cpu_of_process(50.0, &unlimited, CpuOf::Limit) - 9.95).abs() < 1e-9);
     }
 }

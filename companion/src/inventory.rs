@@ -4,20 +4,17 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde::Serialize;
 
 use crate::{
-    cgroup::{CgroupFs, Identity},
+    cgroup::{CgroupFigures, CgroupReading, Identity},
     history::History,
-    model::ProcessSample,
+    model::{ProcessSample, Sample},
     runtime::{NameCache, RuntimeFiles, RuntimeNames},
 };
-
-/// How long a container's memory limit is trusted before it is read again.
-const LIMIT_REFRESH: Duration = Duration::from_secs(10);
 
 /// One container as `/api/v2/containers` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -31,14 +28,72 @@ pub struct ContainerSummary {
     pub names: Arc<RuntimeNames>,
     /// Processes the API lists for it.
     pub processes: usize,
-    /// CPU used over the last sample interval, in percent of one core.
+    /// CPU used over the interval (the last sample's unless asked otherwise), in percent of
+    /// one core.
     pub cpu_percent: f64,
     /// CPU used since the service started following the container, in seconds.
     pub cpu_seconds_total: f64,
     /// Resident memory of its processes, in bytes.
     pub rss_bytes: u64,
-    /// The cgroup's memory limit, when it has one.
-    pub memory_limit_bytes: Option<u64>,
+    /// Limits, throttling, memory and pressure from its cgroup files, over the same interval.
+    #[serde(flatten)]
+    pub cgroup: CgroupFigures,
+    /// The newest reading of its cgroup files (its counters go to /metrics).
+    #[serde(skip)]
+    pub reading: Option<Arc<CgroupReading>>,
+}
+
+impl ContainerSummary {
+    /// This summary with its CPU and cgroup figures over the last `interval` samples instead.
+    pub fn over(&self, history: &History, interval: usize, ticks_per_second: u64) -> Self {
+        let (cpu_percent, cgroup) = over_interval(history, &self.path, interval, ticks_per_second);
+        ContainerSummary {
+            cpu_percent,
+            cgroup,
+            ..self.clone()
+        }
+    }
+}
+
+/// The CPU a container used over the last `interval` samples of `history` (in percent of a
+/// core), and its cgroup figures over the same window: from the oldest sample of the window
+/// that read its cgroup (a younger container's window is shorter) to the newest.
+pub fn over_interval(
+    history: &History,
+    path: &str,
+    interval: usize,
+    ticks_per_second: u64,
+) -> (f64, CgroupFigures) {
+    let window: Vec<_> = history.samples().rev().take(interval + 1).collect();
+    let (Some(newest), Some(oldest)) = (window.first(), window.last()) else {
+        return (0.0, CgroupFigures::default());
+    };
+    let seconds_since = |earlier: &Sample| {
+        newest
+            .timestamp
+            .duration_since(earlier.timestamp)
+            .ok()
+            .map(|d| d.as_secs_f64())
+            .filter(|&s| s > 0.0)
+    };
+    // The newest sample's totals cover the time since the one before it, and so on.
+    let ticks: u64 = window[..window.len() - 1]
+        .iter()
+        .map(|s| s.totals(path).cpu_ticks)
+        .sum();
+    let cpu_percent = seconds_since(oldest).map_or(0.0, |seconds| {
+        100.0 * ticks as f64 / ticks_per_second.max(1) as f64 / seconds
+    });
+    let older = window[1..]
+        .iter()
+        .rev()
+        .find_map(|s| Some((s.cgroup(path)?, seconds_since(s)?)));
+    let figures = CgroupFigures::of(
+        newest.cgroup(path).map(|r| &**r),
+        older.map(|(r, _)| &**r),
+        older.map_or(0.0, |(_, seconds)| seconds),
+    );
+    (cpu_percent, figures)
 }
 
 /// The figures of one sample.
@@ -78,7 +133,6 @@ impl Inventory {
 }
 
 pub struct InventoryOptions {
-    pub cgroups: CgroupFs,
     /// Where the container runtimes' files are, for names and images.
     pub runtime_files: RuntimeFiles,
     /// Processes exported as their own series (`--metrics-top-processes`).
@@ -91,7 +145,6 @@ pub struct InventoryState {
     options: InventoryOptions,
     last_seq: Option<u64>,
     cpu_seconds: HashMap<Arc<str>, f64>,
-    limits: HashMap<Arc<str>, (Option<u64>, Instant)>,
     identities: HashMap<Arc<str>, Identity>,
     names: NameCache,
 }
@@ -103,7 +156,6 @@ impl InventoryState {
             options,
             last_seq: None,
             cpu_seconds: HashMap::new(),
-            limits: HashMap::new(),
             identities: HashMap::new(),
         }
     }
@@ -123,13 +175,6 @@ impl InventoryState {
             }
         }
         self.last_seq = Some(newest.seq);
-        // The interval the newest sample's totals cover.
-        let interval = history
-            .samples()
-            .rev()
-            .nth(1)
-            .and_then(|previous| newest.timestamp.duration_since(previous.timestamp).ok())
-            .map_or(f64::INFINITY, |d| d.as_secs_f64());
 
         let now = Instant::now();
         let mut containers = Vec::new();
@@ -137,34 +182,28 @@ impl InventoryState {
             if totals.listed == 0 {
                 continue;
             }
-            let limit = match self.limits.get(path) {
-                Some((limit, read)) if now.duration_since(*read) < LIMIT_REFRESH => *limit,
-                _ => {
-                    let limit = self.options.cgroups.memory_limit(path);
-                    self.limits.insert(path.clone(), (limit, now));
-                    limit
-                }
-            };
             let identity = self
                 .identities
                 .entry(path.clone())
                 .or_insert_with(|| Identity::of(path))
                 .clone();
+            let (cpu_percent, cgroup) =
+                over_interval(history, path, 1, self.options.ticks_per_second);
             containers.push(ContainerSummary {
                 path: path.clone(),
                 names: self.names.names(&identity, now),
                 identity,
                 processes: totals.listed as usize,
-                cpu_percent: 100.0 * totals.cpu_ticks as f64 / tps / interval,
+                cpu_percent,
                 cpu_seconds_total: self.cpu_seconds.get(path).copied().unwrap_or_default(),
                 rss_bytes: totals.rss_kb * 1024,
-                memory_limit_bytes: limit,
+                cgroup,
+                reading: newest.cgroup(path).cloned(),
             });
         }
         // Forget containers that are gone.
         let present: HashSet<&str> = newest.containers().map(|(path, _, _)| &**path).collect();
         self.cpu_seconds.retain(|path, _| present.contains(&**path));
-        self.limits.retain(|path, _| present.contains(&**path));
         self.identities.retain(|path, _| present.contains(&**path));
         let ids: HashSet<&str> = self
             .identities

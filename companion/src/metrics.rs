@@ -20,7 +20,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{api::AppState, inventory::ContainerSummary, store::Published};
+use crate::{api::AppState, cgroup::CgroupReading, inventory::ContainerSummary, store::Published};
 
 /// `GET /metrics`.
 pub async fn handler(State(state): State<AppState>) -> Response {
@@ -79,6 +79,15 @@ impl ContainerLabels {
             container: label_value(names.container.as_deref()),
         }
     }
+}
+
+/// A container's pressure line: `resource` cpu, memory or io; `kind` some or full.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PressureLabels {
+    #[prometheus(flatten)]
+    container: ContainerLabels,
+    resource: &'static str,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,6 +183,7 @@ fn render_samples(published: &Published) -> String {
     let cpu = Family::<ContainerLabels, Counter<f64>>::default();
     let rss = Family::<ContainerLabels, Gauge>::default();
     let limit = Family::<ContainerLabels, Gauge>::default();
+    let cgroup = CgroupFamilies::default();
     for container in containers {
         let labels = ContainerLabels::of(container);
         processes
@@ -182,8 +192,11 @@ fn render_samples(published: &Published) -> String {
         cpu.get_or_create(&labels)
             .inc_by(container.cpu_seconds_total);
         rss.get_or_create(&labels).set(container.rss_bytes as i64);
-        if let Some(bytes) = container.memory_limit_bytes {
+        if let Some(bytes) = container.cgroup.limits.memory_bytes {
             limit.get_or_create(&labels).set(bytes as i64);
+        }
+        if let Some(reading) = &container.reading {
+            cgroup.add(&labels, reading);
         }
     }
     registry.register(
@@ -209,6 +222,7 @@ fn render_samples(published: &Published) -> String {
         Unit::Bytes,
         limit,
     );
+    cgroup.register(&mut registry);
 
     if !top.is_empty() {
         let cores = Family::<ProcessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -241,6 +255,140 @@ fn render_samples(published: &Published) -> String {
         out.clear();
     }
     out
+}
+
+type GaugeF64 = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The series read from containers' cgroup files: the kernel's own counters, so Prometheus
+/// computes rates over any window.
+#[derive(Default)]
+struct CgroupFamilies {
+    cpu_limit: Family<ContainerLabels, GaugeF64>,
+    periods: Family<ContainerLabels, Counter>,
+    throttled_periods: Family<ContainerLabels, Counter>,
+    throttled: Family<ContainerLabels, Counter<f64>>,
+    memory_usage: Family<ContainerLabels, Gauge>,
+    memory_high: Family<ContainerLabels, Gauge>,
+    swap: Family<ContainerLabels, Gauge>,
+    failcnt: Family<ContainerLabels, Counter>,
+    oom_kills: Family<ContainerLabels, Counter>,
+    stalled: Family<PressureLabels, Counter<f64>>,
+}
+
+impl CgroupFamilies {
+    fn add(&self, labels: &ContainerLabels, reading: &CgroupReading) {
+        let (cpu, memory) = (&reading.cpu, &reading.memory);
+        if let Some(cores) = cpu.limit_cores {
+            self.cpu_limit.get_or_create(labels).set(cores);
+        }
+        if let Some(stat) = &cpu.stat {
+            self.periods.get_or_create(labels).inc_by(stat.periods);
+            self.throttled_periods
+                .get_or_create(labels)
+                .inc_by(stat.throttled_periods);
+            self.throttled
+                .get_or_create(labels)
+                .inc_by(stat.throttled_ns as f64 / 1e9);
+        }
+        let gauges = [
+            (&self.memory_usage, memory.usage_bytes),
+            (&self.memory_high, memory.high_bytes),
+            (&self.swap, memory.swap_bytes),
+        ];
+        for (family, value) in gauges {
+            if let Some(value) = value {
+                family
+                    .get_or_create(labels)
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
+        }
+        for (family, value) in [
+            (&self.failcnt, memory.failcnt),
+            (&self.oom_kills, memory.oom_kills),
+        ] {
+            if let Some(value) = value {
+                family.get_or_create(labels).inc_by(value);
+            }
+        }
+        let Some(pressure) = &reading.pressure else {
+            return;
+        };
+        for (resource, file) in [
+            ("cpu", &pressure.cpu),
+            ("memory", &pressure.memory),
+            ("io", &pressure.io),
+        ] {
+            let Some(file) = file else { continue };
+            for (kind, line) in [("some", Some(&file.some)), ("full", file.full.as_ref())] {
+                let Some(line) = line else { continue };
+                self.stalled
+                    .get_or_create(&PressureLabels {
+                        container: labels.clone(),
+                        resource,
+                        kind,
+                    })
+                    .inc_by(line.total_us as f64 / 1e6);
+            }
+        }
+    }
+
+    fn register(self, registry: &mut Registry) {
+        registry.register(
+            "container_cpu_limit_cores",
+            "CPU cores the container's CFS quota allows (absent without a quota)",
+            self.cpu_limit,
+        );
+        registry.register(
+            "container_cpu_periods",
+            "CFS enforcement periods in which the container was runnable (cpu.stat nr_periods)",
+            self.periods,
+        );
+        registry.register(
+            "container_cpu_throttled_periods",
+            "CFS periods in which the container was throttled (cpu.stat nr_throttled)",
+            self.throttled_periods,
+        );
+        registry.register_with_unit(
+            "container_cpu_throttled",
+            "Time the container's run queues spent throttled, summed over CPUs (cpu.stat)",
+            Unit::Seconds,
+            self.throttled,
+        );
+        registry.register_with_unit(
+            "container_memory_usage",
+            "Memory charged to the container's cgroup, page cache included (memory.usage_in_bytes, memory.current)",
+            Unit::Bytes,
+            self.memory_usage,
+        );
+        registry.register_with_unit(
+            "container_memory_high",
+            "memory.high of the container's cgroup (cgroup v2; absent when unlimited)",
+            Unit::Bytes,
+            self.memory_high,
+        );
+        registry.register_with_unit(
+            "container_memory_swap",
+            "Swap used by the container's cgroup, where the kernel accounts it",
+            Unit::Bytes,
+            self.swap,
+        );
+        registry.register(
+            "container_memory_failcnt",
+            "Times the container's memory usage hit its limit (cgroup v1 memory.failcnt)",
+            self.failcnt,
+        );
+        registry.register(
+            "container_memory_oom_kills",
+            "Processes of the container killed by the OOM killer",
+            self.oom_kills,
+        );
+        registry.register_with_unit(
+            "container_pressure_stalled",
+            "Time some (or all) of the container's tasks stalled on a resource (PSI totals, cgroup v2)",
+            Unit::Seconds,
+            self.stalled,
+        );
+    }
 }
 
 /// Counters updated by every request.

@@ -6,7 +6,10 @@
 
 use std::{ops::Range, sync::Arc, time::SystemTime};
 
-use crate::procfs::{Pid, Stat, Status};
+use crate::{
+    cgroup::CgroupReading,
+    procfs::{Pid, Stat, Status},
+};
 
 /// What identifies a process for its whole life, and what rarely changes.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,6 +99,8 @@ struct ContainerEntry {
     /// Its range in `processes`; empty when all its processes departed.
     processes: Range<usize>,
     totals: Totals,
+    /// Its cgroup files as read with this sample; `None` when not read or unreadable.
+    cgroup: Option<Arc<CgroupReading>>,
 }
 
 /// Everything one sampling pass saw.
@@ -142,6 +147,7 @@ impl Sample {
                         path: process.info.container.clone(),
                         processes: index..index,
                         totals: Totals::default(),
+                        cgroup: None,
                     });
                     containers.last_mut().expect("just pushed")
                 }
@@ -162,6 +168,7 @@ impl Sample {
                         path: path.clone(),
                         processes: 0..0,
                         totals: Totals::default(),
+                        cgroup: None,
                     };
                     containers.insert(at, empty);
                     at
@@ -195,9 +202,34 @@ impl Sample {
 
     /// The processes of one container, sorted by pid (empty when it has none).
     pub fn container(&self, path: &str) -> &[ProcessSample] {
-        match self.containers.binary_search_by(|e| (*e.path).cmp(path)) {
-            Ok(at) => &self.processes[self.containers[at].processes.clone()],
-            Err(_) => &[],
+        match self.entry(path) {
+            Some(entry) => &self.processes[entry.processes.clone()],
+            None => &[],
+        }
+    }
+
+    fn entry(&self, path: &str) -> Option<&ContainerEntry> {
+        let at = self
+            .containers
+            .binary_search_by(|e| (*e.path).cmp(path))
+            .ok()?;
+        Some(&self.containers[at])
+    }
+
+    /// What this sample saw of one container as a whole (zero when it saw nothing of it).
+    pub fn totals(&self, path: &str) -> Totals {
+        self.entry(path).map(|e| e.totals).unwrap_or_default()
+    }
+
+    /// The container's cgroup files as read with this sample.
+    pub fn cgroup(&self, path: &str) -> Option<&Arc<CgroupReading>> {
+        self.entry(path)?.cgroup.as_ref()
+    }
+
+    /// Reads the cgroup files of every container with a listed process, with `read`.
+    pub fn read_cgroups(&mut self, mut read: impl FnMut(&Arc<str>) -> Option<Arc<CgroupReading>>) {
+        for entry in self.containers.iter_mut().filter(|e| e.totals.listed > 0) {
+            entry.cgroup = read(&entry.path);
         }
     }
 

@@ -12,7 +12,7 @@ use std::{collections::HashMap, fs::File, io, sync::Arc, time::SystemTime};
 use tracing::debug;
 
 use crate::{
-    cgroup::{Naming, container_of, read_membership},
+    cgroup::{CgroupReader, Naming, container_of, read_membership},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
@@ -71,6 +71,8 @@ pub struct Sampler {
     /// periodic re-reads are spread over the samples.
     next_cmdline_age: u32,
     buf: Vec<u8>,
+    /// Reads each container's limits, throttling and pressure; `None` when not wanted.
+    cgroups: Option<CgroupReader>,
 }
 
 /// What reading one proc file gave; the text is in the buffer passed.
@@ -107,7 +109,14 @@ impl Sampler {
             gone: Vec::new(),
             next_cmdline_age: 0,
             buf: Vec::with_capacity(4096),
+            cgroups: None,
         }
+    }
+
+    /// Also reads every container's cgroup files with each sample.
+    pub fn with_cgroups(mut self, reader: CgroupReader) -> Sampler {
+        self.cgroups = Some(reader);
+        self
     }
 
     pub fn open_descriptors(&self) -> usize {
@@ -134,7 +143,12 @@ impl Sampler {
 
         let departed = self.collect_departed(tracker, boot_ticks);
         self.previous_boot_ticks = boot_ticks;
-        Ok(Sample::new(timestamp, boot_ticks, sampled, departed))
+        let mut sample = Sample::new(timestamp, boot_ticks, sampled, departed);
+        if let Some(reader) = &mut self.cgroups {
+            sample.read_cgroups(|path| reader.read(path));
+            reader.retain(|path| !sample.container(path).is_empty());
+        }
+        Ok(sample)
     }
 
     /// Reads one process. `Ok(None)`: it is gone, or not in the container the tracker says.

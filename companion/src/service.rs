@@ -18,7 +18,7 @@ use crate::{
         self, Admission, AppState, TokenAuth,
         server::{self, ServerOptions},
     },
-    cgroup::{self, CgroupFs, Hierarchy},
+    cgroup::{self, CgroupFs, CgroupReader, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
     inventory::{InventoryOptions, InventoryState},
     metrics::HttpMetrics,
@@ -57,7 +57,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
     let (admission, server_options) = http_options(&args.http)?;
     let tracker = choose_tracker(&args, &root, hierarchy)?;
-    let budget = descriptor_budget();
+    let budget = DescriptorBudget::raise();
 
     // Bind before the first sample so a port in use fails fast; accept only after it.
     let addr = SocketAddr::new(args.listen_ip, args.port);
@@ -73,14 +73,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let host = Arc::new(host_facts(&root, &args)?);
     let mut pipeline = Pipeline {
-        sampler: Sampler::new(SamplerOptions {
-            root: root.clone(),
-            naming: hierarchy.naming(),
-            descriptor_budget: budget,
-            cmdline: args.cmdline,
-        }),
+        sampler: {
+            let sampler = Sampler::new(SamplerOptions {
+                root: root.clone(),
+                naming: hierarchy.naming(),
+                descriptor_budget: budget.processes,
+                cmdline: args.cmdline,
+            });
+            if args.cgroup_stats {
+                sampler.with_cgroups(CgroupReader::new(CgroupFs::discover(), budget.cgroup_files))
+            } else {
+                sampler
+            }
+        },
         inventory: InventoryState::new(InventoryOptions {
-            cgroups: CgroupFs::discover(),
             runtime_files: RuntimeFiles {
                 host_root: host_root(&args),
                 docker_root: args.docker_root.clone(),
@@ -282,21 +288,37 @@ fn choose_tracker(
     }
 }
 
-/// Raises the soft descriptor limit to the hard one and returns how many processes the sampler
-/// may keep open files for.
-fn descriptor_budget() -> usize {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if let Some(hard) = limit.maximum
-        && limit.current != Some(hard)
-    {
-        limit.current = Some(hard);
-        if let Err(err) = setrlimit(Resource::Nofile, limit) {
-            warn!("cannot raise the open-file limit: {err}");
+/// What the sampler may keep open, of the descriptors this process may have.
+struct DescriptorBudget {
+    /// Processes whose two files stay open.
+    processes: usize,
+    /// Cgroup files that stay open (about a dozen per container).
+    cgroup_files: usize,
+}
+
+impl DescriptorBudget {
+    /// Raises the soft descriptor limit to the hard one and shares what is left after the
+    /// reserve: a fifth for cgroup files, the rest for processes. Beyond either budget files
+    /// are opened by path for each read instead.
+    fn raise() -> DescriptorBudget {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if let Some(hard) = limit.maximum
+            && limit.current != Some(hard)
+        {
+            limit.current = Some(hard);
+            if let Err(err) = setrlimit(Resource::Nofile, limit) {
+                warn!("cannot raise the open-file limit: {err}");
+            }
+        }
+        let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
+        let usable = current.saturating_sub(DESCRIPTOR_RESERVE);
+        let cgroup_files = usable / 5;
+        DescriptorBudget {
+            processes: ((usable - cgroup_files) / 2) as usize,
+            cgroup_files: cgroup_files as usize,
         }
     }
-    let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
-    (current.saturating_sub(DESCRIPTOR_RESERVE) / 2) as usize
 }
 
 async fn shutdown_signal() {

@@ -45,28 +45,56 @@ fn view(summary: &ContainerSummary, labels: bool) -> ContainerView<'_> {
     }
 }
 
-/// `GET /api/v2/containers`: every container with a listed process.
+/// `GET /api/v2/containers?interval=N&labels=true`: every container with a listed process, its
+/// CPU, throttling and pressure over the last N samples (default 1), with the runtime's labels
+/// when asked for.
 pub async fn containers(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let labels = wants_labels(uri.query())?;
+    let interval = interval_of(&state, &uri)?;
     let published = state.shared.load();
-    let views: Vec<ContainerView<'_>> = published
-        .inventory
-        .containers
-        .iter()
-        .map(|c| view(c, labels))
-        .collect();
+    let containers = &published.inventory.containers;
+    let over: Vec<ContainerSummary>;
+    let summaries: &[ContainerSummary] = if interval == 1 {
+        containers
+    } else {
+        let tps = state.host.clock_ticks_per_second;
+        over = containers
+            .iter()
+            .map(|c| c.over(&published.history, interval, tps))
+            .collect();
+        &over
+    };
+    let views: Vec<ContainerView<'_>> = summaries.iter().map(|c| view(c, labels)).collect();
     Ok(Json(views).into_response())
 }
 
-/// `GET /api/v2/containers/{ref}`: one container by its name or a unique prefix of its id.
+/// `GET /api/v2/containers/{ref}?interval=N&labels=true`: one container by its name or a unique
+/// prefix of its id.
 pub async fn container(
     State(state): State<AppState>,
     Path(reference): Path<String>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let labels = wants_labels(uri.query())?;
-    let container = resolve(&state, &reference)?;
+    let interval = interval_of(&state, &uri)?;
+    let mut container = resolve(&state, &reference)?;
+    if interval != 1 {
+        let tps = state.host.clock_ticks_per_second;
+        container = container.over(&state.shared.load().history, interval, tps);
+    }
     Ok(Json(view(&container, labels)).into_response())
+}
+
+/// The `interval` parameter, read as v1.0 reads it; it must stay within the history.
+fn interval_of(state: &AppState, uri: &Uri) -> Result<usize, ApiError> {
+    let interval = v1::Query::parse(uri.query())?.interval;
+    let capacity = state.shared.load().history.capacity();
+    if interval >= capacity {
+        return Err(ApiError::BadRequest(format!(
+            "interval={interval} reaches past the history of {capacity} samples"
+        )));
+    }
+    Ok(interval)
 }
 
 /// `GET /api/v2/containers/{ref}/processes`: the v1.0 answer, for a container named by its name

@@ -1,5 +1,5 @@
-//! Reading (never writing) cgroup files: where the hierarchies are mounted in this mount
-//! namespace (from the mounts `procfs` parses), and a container's memory limit.
+//! Where the cgroup hierarchies are mounted in this mount namespace (from the mounts `procfs`
+//! parses). This service reads cgroup files, never writes them.
 
 use std::path::{Path, PathBuf};
 
@@ -8,12 +8,11 @@ use tracing::debug;
 
 use crate::procfs::own_mounts;
 
-/// Limits at or above this are "no limit" (cgroup v1 prints a page-rounded `i64::MAX`).
-const UNLIMITED: u64 = 1 << 62;
-
-/// The mounted cgroup hierarchies this service reads limits from.
+/// The mounted cgroup hierarchies this service reads limits, throttling and pressure from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CgroupFs {
+    /// The cgroup v1 hierarchy with the cpu controller.
+    cpu_v1: Option<PathBuf>,
     /// The cgroup v1 hierarchy with the memory controller.
     memory_v1: Option<PathBuf>,
     /// The cgroup v2 hierarchy.
@@ -27,7 +26,7 @@ impl CgroupFs {
         match own_mounts() {
             Ok(mounts) => CgroupFs::from_mountinfo(mounts),
             Err(err) => {
-                debug!("memory limits unknown: {err:#}");
+                debug!("cgroup limits unknown: {err:#}");
                 CgroupFs::default()
             }
         }
@@ -49,8 +48,14 @@ impl CgroupFs {
         for (fs_type, point, options) in mounts {
             match fs_type.as_str() {
                 "cgroup2" if fs.unified.is_none() => fs.unified = Some(point),
-                "cgroup" if fs.memory_v1.is_none() && options.iter().any(|o| o == "memory") => {
-                    fs.memory_v1 = Some(point)
+                "cgroup" => {
+                    let has = |controller| options.iter().any(|o| o == controller);
+                    if fs.cpu_v1.is_none() && has("cpu") {
+                        fs.cpu_v1 = Some(point.clone());
+                    }
+                    if fs.memory_v1.is_none() && has("memory") {
+                        fs.memory_v1 = Some(point);
+                    }
                 }
                 _ => {}
             }
@@ -58,29 +63,20 @@ impl CgroupFs {
         fs
     }
 
-    /// The memory limit of the cgroup at `path` in bytes; `None` when it has none or it cannot be
-    /// read. The v1 memory hierarchy is asked first (where a hybrid host enforces limits), then v2.
-    pub fn memory_limit(&self, path: &str) -> Option<u64> {
-        let relative = path.trim_start_matches('/');
-        let v1 = self
-            .memory_v1
-            .as_deref()
-            .map(|m| m.join(relative).join("memory.limit_in_bytes"));
-        let v2 = self
-            .unified
-            .as_deref()
-            .map(|m| m.join(relative).join("memory.max"));
-        [v1, v2]
-            .into_iter()
-            .flatten()
-            .find_map(|file| read_limit(&file))
+    /// The cgroup v1 hierarchy with the cpu controller, when the host has one.
+    pub fn cpu_v1(&self) -> Option<&Path> {
+        self.cpu_v1.as_deref()
     }
-}
 
-fn read_limit(file: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let limit: u64 = text.trim().parse().ok()?; // "max" (v2) fails here: no limit
-    (limit < UNLIMITED).then_some(limit)
+    /// The cgroup v1 hierarchy with the memory controller, when the host has one.
+    pub fn memory_v1(&self) -> Option<&Path> {
+        self.memory_v1.as_deref()
+    }
+
+    /// The cgroup v2 hierarchy, when mounted.
+    pub fn unified(&self) -> Option<&Path> {
+        self.unified.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -88,40 +84,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_mounts_and_reads_limits() {
-        let dir = tempfile::tempdir().unwrap();
-        let v1 = dir.path().join("memory");
-        let v2 = dir.path().join("unified");
-        for (base, name, value) in [
-            (&v1, "memory.limit_in_bytes", "268435456\n"),
-            (&v2, "memory.max", "max\n"),
-        ] {
-            std::fs::create_dir_all(base.join("docker/a")).unwrap();
-            std::fs::write(base.join("docker/a").join(name), value).unwrap();
-        }
-        std::fs::create_dir_all(v1.join("docker/b")).unwrap();
-        std::fs::write(
-            v1.join("docker/b/memory.limit_in_bytes"),
-            "9223372036854771712\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all(v2.join("docker/c")).unwrap();
-        std::fs::write(v2.join("docker/c/memory.max"), "1048576\n").unwrap();
-
+    fn finds_one_mount_per_controller() {
+        let at = |name: &str| PathBuf::from("/fs").join(name);
         let fs = CgroupFs::from_mounts([
-            ("tmpfs".to_owned(), dir.path().to_path_buf(), vec![]),
+            ("tmpfs".to_owned(), at("tmp"), vec![]),
+            ("cgroup".to_owned(), at("cpuset"), vec!["cpuset".to_owned()]),
             (
                 "cgroup".to_owned(),
-                dir.path().join("cpu"),
-                vec!["cpu".to_owned()],
+                at("cpu,cpuacct"),
+                vec!["rw".to_owned(), "cpu".to_owned(), "cpuacct".to_owned()],
             ),
-            ("cgroup".to_owned(), v1.clone(), vec!["memory".to_owned()]),
-            ("cgroup2".to_owned(), v2.clone(), vec![]),
+            ("cgroup".to_owned(), at("memory"), vec!["memory".to_owned()]),
+            (
+                "cgroup".to_owned(),
+                at("memory2"),
+                vec!["memory".to_owned()],
+            ),
+            ("cgroup2".to_owned(), at("unified"), vec![]),
         ]);
-        assert_eq!(fs.memory_limit("/docker/a"), Some(268435456));
-        assert_eq!(fs.memory_limit("/docker/b"), None, "v1 unlimited");
-        assert_eq!(fs.memory_limit("/docker/c"), Some(1048576), "v2 limit");
-        assert_eq!(fs.memory_limit("/docker/none"), None);
+        assert_eq!(fs.cpu_v1(), Some(at("cpu,cpuacct").as_path()));
+        assert_eq!(
+            fs.memory_v1(),
+            Some(at("memory").as_path()),
+            "the first one"
+        );
+        assert_eq!(fs.unified(), Some(at("unified").as_path()));
+        let v2 = CgroupFs::from_mounts([("cgroup2".to_owned(), at("cgroup"), vec![])]);
+        assert_eq!((v2.cpu_v1(), v2.memory_v1()), (None, None));
     }
 
     #[test]

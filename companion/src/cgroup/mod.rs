@@ -1,13 +1,20 @@
 //! Which cgroup is "the container" of a process (membership), which hierarchy that is on this
-//! host, and what the cgroup files say of a container (fs, identity).
+//! host, and what the cgroup says of a container: its identity, and from its files (fs) its
+//! limits, throttling and pressure (limits, pressure, read by reader, shown as figures).
 
+pub mod figures;
 mod fs;
 mod identity;
+pub mod limits;
 mod membership;
+pub mod pressure;
+mod reader;
 
+pub use figures::CgroupFigures;
 pub use fs::CgroupFs;
 pub use identity::Identity;
 pub use membership::{CgroupLine, container_of, parse_cgroup, read_membership};
+pub use reader::{CgroupReader, CgroupReading, ReadError};
 
 use std::path::Path;
 

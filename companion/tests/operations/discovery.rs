@@ -211,7 +211,10 @@ fn discovery_by_runtime_naming() {
                 "cpu_percent",
                 "cpu_seconds_total",
                 "rss_bytes",
-                "memory_limit_bytes"
+                "limits",
+                "throttling",
+                "memory",
+                "pressure"
             ],
             "{path}"
         );
@@ -220,9 +223,9 @@ fn discovery_by_runtime_naming() {
         assert_eq!(e["pod_uid"], json!(case.pod_uid), "pod_uid of {path}");
         assert_eq!(e["qos_class"], json!(case.qos_class), "qos_class of {path}");
         assert_eq!(
-            e["memory_limit_bytes"],
+            e["limits"]["memory_bytes"],
             json!(case.memory_limit),
-            "memory_limit_bytes of {path}"
+            "memory limit of {path}"
         );
         assert!(
             e["cpu_percent"]
@@ -246,7 +249,7 @@ fn discovery_by_runtime_naming() {
             "pod_uid",
             "qos_class",
             "processes",
-            "memory_limit_bytes",
+            "limits",
         ] {
             assert_eq!(
                 one[key], e[key],

@@ -79,7 +79,7 @@ fn metrics_agree_with_the_api() {
         Some((256 * MIB) as f64),
         "the limit written to memory.limit_in_bytes"
     );
-    assert_eq!(one.summaries[0]["memory_limit_bytes"], json!(256 * MIB));
+    assert_eq!(one.summaries[0]["limits"]["memory_bytes"], json!(256 * MIB));
     assert_eq!(
         e.value(
             "companion_container_memory_limit_bytes",
@@ -88,7 +88,7 @@ fn metrics_agree_with_the_api() {
         None,
         "no limit series without a limit"
     );
-    assert_eq!(one.summaries[1]["memory_limit_bytes"], Value::Null);
+    assert_eq!(one.summaries[1]["limits"]["memory_bytes"], Value::Null);
     let family = e.expect("companion_container_memory_limit_bytes");
     assert_eq!(
         (family.kind.as_str(), family.unit.as_str()),

@@ -299,7 +299,9 @@ fn docker_limits_v1_contract_labels_and_metrics() {
     let entry = wait_entry(&service, &c, "the limited container", |e| {
         (e["processes"] == 2).then_some(()).ok_or(format!("{e}"))
     });
-    assert_eq!(entry["memory_limit_bytes"], 64 << 20, "{entry}");
+    assert_eq!(entry["limits"]["memory_bytes"], 64 << 20, "{entry}");
+    // `--cpus 0.5` is a CFS quota of half the period.
+    assert_eq!(entry["limits"]["cpu_cores"], 0.5, "{entry}");
 
     // The v1.0 route, on the real container, with the contract's checks (Service::processes).
     let path = c.cgroup_path();
