@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod procfs;
 pub mod sampler;
+pub mod seccomp;
 pub mod service;
 pub mod store;
 pub mod tracker;

@@ -12,6 +12,7 @@
 //! ([`report`]). Everything started or created is undone on every exit path, Ctrl-C included
 //! (the benchmark's [`cleanup`]).
 
+pub mod adversary;
 pub mod host;
 pub mod load;
 pub mod monitor;
@@ -148,6 +149,14 @@ pub struct SoakArgs {
     /// A CI run of about two minutes: 30 s of churn, history 20 at 250 ms (see the marks above).
     #[arg(long)]
     pub quick: bool,
+    /// After the soak, an adversarial phase this long (silent connections, slowloris, HTTP/2
+    /// window-0 streams, rapid-reset reconnects) while healthy clients ask (see adversary.rs).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub adversary: Option<Duration>,
+    /// The adversarial phase fails when the service's RSS grows by more than this many MiB
+    /// (the default --max-buffered-bytes of 64 MiB and the hostile connections' own state).
+    #[arg(long, default_value_t = 128)]
+    pub adversary_memory_bound: u64,
 }
 
 /// The flags with their defaults resolved.
@@ -539,6 +548,21 @@ fn soak(args: SoakArgs) -> anyhow::Result<()> {
     phase.set(Phase::Final);
     stop_load.store(true, Ordering::SeqCst);
     figures.load = runtime.block_on(load).ok();
+    if let (Some(duration), Ok(())) = (args.adversary, &outcome) {
+        eprintln!("  adversarial phase, {duration:?}");
+        let clients = adversary::Adversaries::default();
+        let bound = args.adversary_memory_bound;
+        match runtime.block_on(adversary::run(
+            service.addr,
+            service.pid,
+            duration,
+            clients,
+            bound,
+        )) {
+            Ok(adversary) => eprintln!("{adversary}"),
+            Err(err) => figures.aborted = Some(format!("adversarial phase: {err:#}")),
+        }
+    }
     let alive = lock(&observed).died.is_none();
     if outcome.is_ok() && alive && !cleanup::interrupted() {
         eprintln!("  checking the tracked set against /proc");
