@@ -154,10 +154,10 @@ pub struct ServeArgs {
     pub http: HttpArgs,
 
     /// Keep CAP_SYS_PTRACE after start-up, so every field of other users' /proc/PID/stat is
-    /// reported. With `--ptrace false` the kernel hides the fields it guards (`startcode`,
-    /// `endcode`, `startstack`, `kstkesp`, `kstkeip`, `wchan`, `start_data`, `end_data`,
-    /// `start_brk`, `arg_start`, `arg_end`, `env_start`, `env_end`, `exit_code`) of processes of
-    /// other users (and of non-dumpable ones): they read as 0. Nothing else changes.
+    /// reported. With `--ptrace false` the kernel hides the fields it guards of processes of
+    /// other users (and of non-dumpable ones): `startstack`, `kstkesp`, `kstkeip`, `wchan`,
+    /// `start_data`, `end_data`, `start_brk`, `arg_start`, `arg_end`, `env_start`, `env_end` and
+    /// `exit_code` read as 0, `startcode` and `endcode` as 1. Nothing else changes.
     #[arg(long, env = "COMPANION_PTRACE", default_value_t = true, action = clap::ArgAction::Set,
           value_name = "BOOL")]
     pub ptrace: bool,

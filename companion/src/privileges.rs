@@ -4,7 +4,7 @@
 //! its kernel programs. Afterwards it reads /proc, which anyone may, except that the kernel hides
 //! some fields of /proc/PID/stat (code and stack addresses, `arg_start`…) of other users'
 //! processes from readers without CAP_SYS_PTRACE; that capability is kept so every field is
-//! reported (`--ptrace false` drops it too: those fields then read as 0). Nothing the service
+//! reported (`--ptrace false` drops it too: those fields then read as 0, or 1). Nothing the service
 //! does later can gain capabilities back (no-new-privileges,
 //! a bounding set holding only what is kept).
 

@@ -246,8 +246,8 @@ fn silent_tls_connections_are_closed_after_the_header_timeout() {
 
 // --- 2. HTTP/2 streams that never open their window --------------------------------------------
 
-/// A container of 12 processes and a full 60-sample history; three HTTP/2 connections that set
-/// a stream window of 0 and each ask 64 times `count=59` (3.3 MB answers) hold the service's
+/// A container of 32 processes and a full 60-sample history; three HTTP/2 connections that set
+/// a stream window of 0 and each ask 64 times `count=59` (3 MB answers) hold the service's
 /// memory within its stated bound (the default 64 MiB budget of waiting answers) while a
 /// healthy client is served; at `--request-timeout` the stalled connections are closed and the
 /// memory comes back.
@@ -258,7 +258,7 @@ fn h2_window_zero_streams_cannot_pin_memory() {
     let _heavy = cpu_heavy();
     let cg = TestCgroup::new();
     let c = cg.container(&[Hierarchy::Cpu]);
-    let pids: Vec<Pid> = (0..12).map(|_| cg.spawn(&[&c], spawn::sleeper())).collect();
+    let pids: Vec<Pid> = (0..32).map(|_| cg.spawn(&[&c], spawn::sleeper())).collect();
     let service = Service::with_tracker(
         Tracker::Procfs,
         &["--sample-period", "100ms", "--request-timeout", "4s"],
@@ -271,7 +271,7 @@ fn h2_window_zero_streams_cannot_pin_memory() {
     service.wait_history(60);
     let path = format!("{}?count=59", c.api_path());
     let size = service.get(&path).body.len();
-    assert!(size > 2_000_000, "a count=59 answer is only {size} bytes");
+    assert!(size > 2_500_000, "a count=59 answer is only {size} bytes");
     std::thread::sleep(Duration::from_secs(2));
     let before = service.vm_rss_kb();
 
@@ -655,12 +655,16 @@ fn the_service_runs_under_its_system_call_filter() {
         cg.kill(late);
         let log = service.log_text();
         assert!(log.contains("system call filter installed"), "{log}");
-        assert!(!log.contains("ERROR"), "{tracker}:\n{log}");
+        assert!(
+            !log.contains("EPERM") && !log.contains("not permitted"),
+            "{tracker}: something was refused:\n{log}"
+        );
     }
 }
 
 /// `--ptrace false`: CAP_SYS_PTRACE is gone after start-up, and the stat fields the kernel
-/// guards with it read as 0 for another user's process; with the default they do not.
+/// guards with it read as 0 (`startcode`, `endcode` as 1, the kernel's mark of a hidden value)
+/// for another user's process; with the default they do not.
 /// Without the fix: the flag does not exist (the service refuses to start).
 #[test]
 fn without_ptrace_the_guarded_stat_fields_read_zero() {
@@ -703,10 +707,11 @@ fn without_ptrace_the_guarded_stat_fields_read_zero() {
         let process = api::find(snapshots.last().unwrap(), pid).expect("listed");
         for field in guarded {
             let value = process["stat"][field].as_u64().unwrap();
+            let hidden = if field.ends_with("code") { 1 } else { 0 };
             if ptrace == "true" {
-                assert_ne!(value, 0, "--ptrace true: {field} is 0");
+                assert!(value > 1, "--ptrace true: {field} is {value}");
             } else {
-                assert_eq!(value, 0, "--ptrace false: {field} is {value}");
+                assert_eq!(value, hidden, "--ptrace false: {field} is {value}");
             }
         }
         assert!(process["status"]["VmRSS"].as_u64().unwrap() > 0);

@@ -269,27 +269,27 @@ impl Throttled {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn idle_and_stalled_connections_expire() {
+        let (idle, stall) = (Duration::from_millis(100), Duration::from_millis(300));
         let activity = Activity::new(1024);
-        let began = tokio::time::Instant::now();
-        assert_eq!(
-            activity
-                .expired(Duration::from_secs(1), Duration::from_secs(5))
-                .await,
-            Expiry::Idle
-        );
-        assert!(began.elapsed() >= Duration::from_secs(1));
+        let began = Instant::now();
+        assert_eq!(activity.expired(idle, stall).await, Expiry::Idle);
+        assert!(began.elapsed() >= idle);
         let open = activity.begin();
-        let began = tokio::time::Instant::now();
-        assert_eq!(
-            activity
-                .expired(Duration::from_secs(1), Duration::from_secs(5))
-                .await,
-            Expiry::Stalled
-        );
-        assert!(began.elapsed() >= Duration::from_secs(5));
+        let began = Instant::now();
+        assert_eq!(activity.expired(idle, stall).await, Expiry::Stalled);
+        assert!(began.elapsed() >= stall);
+        // A request finishing is progress: idle counts from then.
+        let waiter = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.expired(idle, Duration::from_secs(3600)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let finished = Instant::now();
         drop(open);
+        assert_eq!(waiter.await.unwrap(), Expiry::Idle);
+        assert!(finished.elapsed() >= idle);
     }
 
     #[test]
