@@ -388,7 +388,7 @@ async fn resetter(addr: SocketAddr, counters: Arc<Counters>, stop: Arc<AtomicBoo
         let Ok(tcp) = TcpStream::connect(addr).await else {
             continue;
         };
-        let Ok((mut send, connection)) = h2::client::handshake::<_, Bytes>(tcp).await else {
+        let Ok((mut send, connection)) = h2::client::handshake(tcp).await else {
             continue;
         };
         let connection = tokio::spawn(connection);
@@ -407,7 +407,6 @@ async fn resetter(addr: SocketAddr, counters: Arc<Counters>, stop: Arc<AtomicBoo
             }
             add(&counters.reset_streams);
         }
-        drop(send);
         let _ = tokio::time::timeout(Duration::from_millis(100), connection).await;
     }
 }

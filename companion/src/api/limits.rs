@@ -11,7 +11,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -25,7 +25,7 @@ use axum::{
 };
 use http_body::{Frame, SizeHint};
 use tokio::{
-    sync::{Notify, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
 use tracing::warn;
@@ -136,7 +136,53 @@ pub async fn budget(
         }
         None => None,
     };
-    hold(response, (total, own))
+    hold(
+        response,
+        Buffered {
+            _total: total,
+            _own: own,
+            bytes: size,
+        },
+    )
+}
+
+/// An answer's share of the budgets, given back when its body is dropped (after the answer
+/// itself, which the body holds first).
+struct Buffered {
+    _total: OwnedSemaphorePermit,
+    _own: Option<OwnedSemaphorePermit>,
+    bytes: u64,
+}
+
+/// Answers from this size on give their pages back to the system soon after they are freed.
+const RELEASE_FROM_BYTES: u64 = 1 << 20;
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        if self.bytes >= RELEASE_FROM_BYTES {
+            schedule_release();
+        }
+    }
+}
+
+/// Returns freed pages to the system shortly (once for a burst of large answers freed at once,
+/// such as a stalled connection's): the allocator would otherwise keep them until the threads
+/// that freed them allocate again, which idle API threads may not do for a long time.
+fn schedule_release() {
+    static SCHEDULED: AtomicBool = AtomicBool::new(false);
+    if SCHEDULED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                SCHEDULED.store(false, Ordering::Release);
+                crate::allocator::release_freed();
+            });
+        }
+        Err(_) => SCHEDULED.store(false, Ordering::Release),
+    }
 }
 
 fn overloaded() -> Response {
