@@ -101,10 +101,8 @@ const ALLOWED: &[libc::c_long] = &[
 
 /// The compiled filter: the calls above are allowed, any other fails with EPERM.
 pub fn program() -> anyhow::Result<BpfProgram> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = ALLOWED
-        .iter()
-        .map(|&call| (i64::from(call), Vec::new()))
-        .collect();
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        ALLOWED.iter().map(|&call| (call, Vec::new())).collect();
     let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
         .with_context(|| format!("no system call filter for {}", std::env::consts::ARCH))?;

@@ -419,7 +419,7 @@ async fn healthy(addr: SocketAddr, counters: Arc<Counters>, stop: Arc<AtomicBool
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         n += 1;
-        let path = if n % 2 == 0 {
+        let path = if n.is_multiple_of(2) {
             "/healthz"
         } else {
             "/api/v2/containers"

@@ -231,7 +231,7 @@ mod tests {
         for text in [
             format!("{good}\nsecond"),
             format!("{good}\r\n{good}\n"),
-            format!("a\n\nb"),
+            "a\n\nb".to_owned(),
         ] {
             let err = read_token_file(&file("lines", &text, 0o600)).unwrap_err();
             assert!(err.to_string().contains("several lines"), "{err}");
