@@ -188,6 +188,21 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub http: HttpArgs,
 
+    /// Keep CAP_SYS_PTRACE after start-up, so every field of other users' /proc/PID/stat is
+    /// reported. With `--ptrace false` the kernel hides the fields it guards of processes of
+    /// other users (and of non-dumpable ones): `startstack`, `kstkesp`, `kstkeip`, `wchan`,
+    /// `start_data`, `end_data`, `start_brk`, `arg_start`, `arg_end`, `env_start`, `env_end` and
+    /// `exit_code` read as 0, `startcode` and `endcode` as 1. Nothing else changes.
+    #[arg(long, env = "COMPANION_PTRACE", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    pub ptrace: bool,
+
+    /// Install a system call filter (seccomp, an allow-list of what the running service uses)
+    /// after start-up; other calls fail with EPERM. `--seccomp false` skips it.
+    #[arg(long, env = "COMPANION_SECCOMP", default_value_t = true, action = clap::ArgAction::Set,
+          value_name = "BOOL")]
+    pub seccomp: bool,
+
     /// Export the N busiest processes of the host as their own /metrics series (CPU and
     /// memory). 0, the default, keeps /metrics to per-container series, so label cardinality
     /// stays bounded by the number of containers.
@@ -209,8 +224,9 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
     /// Require `Authorization: Bearer <token>` on every request but /healthz; the token is the
-    /// file's content (surrounding whitespace ignored). Without it anyone who reaches the port
-    /// can list every container's processes.
+    /// file's one line (surrounding whitespace ignored; a file of several lines is refused). Use
+    /// at least 16 random bytes, in a file only its owner can read (warned otherwise). Without
+    /// it anyone who reaches the port can list every container's processes.
     #[arg(long, env = "COMPANION_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
 
@@ -235,20 +251,30 @@ pub struct HttpArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Requests handled at once; beyond that the service answers 503 at once rather than
-    /// queueing without bound.
+    /// Requests handled at once, each until its answer is fully sent (an HTTP/2 stream counts
+    /// like a request; at most 8 per connection); beyond that the service answers 503 at once
+    /// rather than queueing without bound.
     #[arg(long, env = "COMPANION_MAX_IN_FLIGHT", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
-    /// Longest time a client may take to send a request's headers, and longest idle time of a
-    /// kept-alive connection (slow or idle clients cannot hold connections).
+    /// Longest time a connection may take, from its acceptance (TLS handshake included), to
+    /// send a complete request head, and longest idle time of a kept-alive connection (silent,
+    /// slow or idle clients cannot hold connections).
     #[arg(long, env = "COMPANION_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_period)]
     pub header_timeout: Duration,
 
-    /// Longest time to answer a request (503 past it).
+    /// Longest time to answer a request (503 past it); a connection whose answers make no
+    /// progress for this long (the client stopped reading) is closed, its streams reset.
     #[arg(long, env = "COMPANION_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_period)]
     pub request_timeout: Duration,
+
+    /// Bytes of built answers waiting to be sent to clients, in all; one connection may hold a
+    /// quarter of it. An answer that does not fit gets 503 (a larger one waits for the whole
+    /// budget to be free). Bounds the memory clients that do not read can pin.
+    #[arg(long, env = "COMPANION_MAX_BUFFERED_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u32).range(65_536..))]
+    pub max_buffered_bytes: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -298,6 +324,10 @@ mod tests {
         assert_eq!(cli.serve.sample_period, Duration::from_secs(1));
         assert_eq!(cli.serve.history, 60);
         assert_eq!(cli.serve.tracker, TrackerChoice::Auto);
+        assert!(cli.serve.ptrace && cli.serve.seccomp);
+        let cli =
+            Cli::try_parse_from(["companion", "--ptrace", "false", "--seccomp=false"]).unwrap();
+        assert!(!cli.serve.ptrace && !cli.serve.seccomp);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod procfs;
 pub mod runtime;
 pub mod sampler;
+pub mod seccomp;
 pub mod service;
 pub mod store;
 pub mod tracker;

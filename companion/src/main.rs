@@ -36,6 +36,12 @@ fn main() -> std::process::ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The HTTP/2 layer warns once per connection it closes for abuse (rapid resets); the server
+    // logs those as one throttled line instead (RUST_LOG=h2=warn shows them all).
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if spec.contains("h2") => filter,
+        _ => filter.add_directive("h2=error".parse().expect("a valid directive")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

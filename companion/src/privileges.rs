@@ -4,7 +4,8 @@
 //! its kernel programs. Afterwards it reads /proc, which anyone may, except that the kernel hides
 //! some fields of /proc/PID/stat (code and stack addresses, `arg_start`…) of other users'
 //! processes from readers without CAP_SYS_PTRACE; that capability is kept so every field is
-//! reported. Nothing the service does later can gain capabilities back (no-new-privileges,
+//! reported (`--ptrace false` drops it too: those fields then read as 0, or 1). Nothing the service
+//! does later can gain capabilities back (no-new-privileges,
 //! a bounding set holding only what is kept).
 
 use caps::{CapSet, Capability, CapsHashSet};
@@ -12,10 +13,13 @@ use tracing::{debug, info};
 
 use crate::tracker::TrackerKind;
 
-/// The capabilities the service keeps when running with `tracker`.
-pub fn needed(tracker: TrackerKind) -> CapsHashSet {
+/// The capabilities the service keeps when running with `tracker`; CAP_SYS_PTRACE only with
+/// `ptrace` (`--ptrace`).
+pub fn needed(tracker: TrackerKind, ptrace: bool) -> CapsHashSet {
     let mut keep = CapsHashSet::new();
-    keep.insert(Capability::CAP_SYS_PTRACE);
+    if ptrace {
+        keep.insert(Capability::CAP_SYS_PTRACE);
+    }
     if tracker == TrackerKind::Ebpf && !map_access_is_unprivileged() {
         // Kernels before 6.5 check CAP_BPF on every bpf() call, map reads included, when
         // unprivileged BPF is disabled.

@@ -15,7 +15,8 @@ use crate::{
     allocator,
     api::v2::Host,
     api::{
-        self, Admission, AppState, TokenAuth,
+        self, Admission, AppState, TokenAuth, guard,
+        limits::ByteBudget,
         server::{self, ServerOptions},
     },
     cgroup::{self, CgroupFs, CgroupReader, Hierarchy},
@@ -27,6 +28,7 @@ use crate::{
     procfs::ProcRoot,
     runtime::RuntimeFiles,
     sampler::{Sampler, SamplerOptions},
+    seccomp,
     store::Store,
     tracker::{
         Stop, Tracker, TrackerKind,
@@ -68,8 +70,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !local.ip().is_loopback() && admission.auth.is_none() {
         warn!(%local, "listening beyond this host without --auth-token-file: anyone who can reach this port can list every container's processes and command lines");
     }
+    if !local.ip().is_loopback() && admission.auth.is_some() && server_options.tls.is_none() {
+        warn!(%local, "listening beyond this host with a token but without TLS: the token and every answer cross the network in clear text (see --tls-cert)");
+    }
 
-    privileges::keep_only(&privileges::needed(tracker.kind()))?;
+    privileges::keep_only(&privileges::needed(tracker.kind(), args.ptrace))?;
 
     let host = Arc::new(host_facts(&root, &args)?);
     let mut pipeline = Pipeline {
@@ -132,6 +137,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Every thread runs now (the runtime's workers, the sampler): the filter covers them all,
+    // and threads started later inherit it.
+    if args.seccomp {
+        seccomp::install()
+            .context("installing the system call filter (--seccomp false skips it)")?;
+    }
     let served = runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
         let state = AppState {
@@ -155,13 +166,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn http_options(args: &HttpArgs) -> anyhow::Result<(Admission, ServerOptions)> {
     let auth = match &args.auth_token_file {
         Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the token file {}", path.display()))?;
-            let token = token.trim();
-            if token.is_empty() {
-                bail!("the token file {} is empty", path.display());
+            let (token, warnings) = guard::read_token_file(path)?;
+            for warning in warnings {
+                warn!("{warning}");
             }
-            Some(TokenAuth::new(token, !args.auth_healthz))
+            Some(TokenAuth::new(&token, !args.auth_healthz))
         }
         None => None,
     };
@@ -177,11 +186,14 @@ fn http_options(args: &HttpArgs) -> anyhow::Result<(Admission, ServerOptions)> {
         auth,
         max_in_flight: args.max_in_flight as usize,
         request_timeout: args.request_timeout,
+        max_buffered_bytes: args.max_buffered_bytes,
     };
     let server_options = ServerOptions {
         tls,
         max_connections: args.max_connections as usize,
         header_timeout: args.header_timeout,
+        request_timeout: args.request_timeout,
+        connection_buffer_bytes: ByteBudget::per_connection(args.max_buffered_bytes),
     };
     Ok((admission, server_options))
 }

@@ -12,6 +12,7 @@
 //! ([`report`]). Everything started or created is undone on every exit path, Ctrl-C included
 //! (the benchmark's [`cleanup`]).
 
+pub mod adversary;
 pub mod host;
 pub mod load;
 pub mod monitor;
@@ -313,6 +314,21 @@ fn soak(args: SoakArgs) -> anyhow::Result<()> {
     phase.set(Phase::Final);
     stop_load.store(true, Ordering::SeqCst);
     figures.load = runtime.block_on(load).ok();
+    if let (Some(duration), Ok(())) = (args.adversary, &outcome) {
+        eprintln!("  adversarial phase, {duration:?}");
+        let clients = adversary::Adversaries::default();
+        let bound = args.adversary_memory_bound;
+        match runtime.block_on(adversary::run(
+            service.addr,
+            service.pid,
+            duration,
+            clients,
+            bound,
+        )) {
+            Ok(adversary) => eprintln!("{adversary}"),
+            Err(err) => figures.aborted = Some(format!("adversarial phase: {err:#}")),
+        }
+    }
     let alive = lock(&observed).died.is_none();
     if outcome.is_ok() && alive && !cleanup::interrupted() {
         eprintln!("  checking the tracked set against /proc");

@@ -108,6 +108,14 @@ pub struct SoakArgs {
     /// A CI run of about two minutes: 30 s of churn, history 20 at 250 ms (see the marks above).
     #[arg(long)]
     pub quick: bool,
+    /// After the soak, an adversarial phase this long (silent connections, slowloris, HTTP/2
+    /// window-0 streams, rapid-reset reconnects) while healthy clients ask (see adversary.rs).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub adversary: Option<Duration>,
+    /// The adversarial phase fails when the service's RSS grows by more than this many MiB
+    /// (the default --max-buffered-bytes of 64 MiB and the hostile connections' own state).
+    #[arg(long, default_value_t = 128)]
+    pub adversary_memory_bound: u64,
 }
 
 /// The flags with their defaults resolved.

@@ -1,8 +1,9 @@
 //! The HTTP API: the v1.0 processes route, health, and the layers every request passes.
 
 mod error;
-mod guard;
+pub mod guard;
 mod health;
+pub mod limits;
 pub mod server;
 pub mod v1;
 pub mod v2;
@@ -11,14 +12,13 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    error_handling::HandleErrorLayer,
     extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::Response,
     routing::get,
 };
-use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tokio::sync::Semaphore;
 use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 
 pub use error::ApiError;
@@ -39,9 +39,11 @@ pub struct AppState {
 pub struct Admission {
     /// Required bearer token, if any.
     pub auth: Option<TokenAuth>,
-    /// Requests handled at once; more get 503 straight away.
+    /// Requests handled at once, until their answer is sent; more get 503 straight away.
     pub max_in_flight: usize,
     pub request_timeout: Duration,
+    /// Bytes of built answers waiting to be sent, in all (a quarter of it per connection).
+    pub max_buffered_bytes: u32,
 }
 
 /// Every route. `tests::openapi_covers_every_route` keeps the OpenAPI document in step.
@@ -70,19 +72,19 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
         .route("/api/v2/containers/{id}/processes", get(v2::processes))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            limits::ByteBudget::new(admission.max_buffered_bytes),
+            limits::budget,
+        ))
         .layer(CompressionLayer::new().gzip(true).deflate(true))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             admission.request_timeout,
         ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    ApiError::Unavailable("overloaded: too many requests in flight".into())
-                }))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(admission.max_in_flight)),
-        );
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Semaphore::new(admission.max_in_flight)),
+            limits::admit,
+        ));
     let routes = match &admission.auth {
         Some(auth) => routes.layer(middleware::from_fn_with_state(
             auth.clone(),

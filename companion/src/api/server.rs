@@ -1,10 +1,11 @@
 //! The HTTP server: accept loop, optional TLS, and the limits that keep a slow, idle or
 //! flooding client from holding the service's resources.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
-use axum::Router;
+use axum::{Router, extract::Request};
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -14,10 +15,17 @@ use rustls::{ServerConfig, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{io::AsyncWriteExt, net::TcpListener, sync::Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-/// Time a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use super::limits::{self, Activity, Throttled};
+
+/// HTTP/2 streams open at once on one connection (each also counts against --max-in-flight).
+pub const MAX_STREAMS: u32 = 8;
+/// Bytes HTTP/2 buffers for sending per stream, beyond what the budgets count.
+const MAX_SEND_BUFFER: usize = 64 * 1024;
+/// At most one line per period for warnings a hostile client could repeat per connection.
+const LOG_PERIOD: Duration = Duration::from_secs(10);
 /// Time given to requests in flight at shutdown. Answers come from memory in milliseconds; what
 /// is still open after this is a client that stalled (mid-headers, or not reading).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -27,7 +35,13 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ServerOptions {
     pub tls: Option<Arc<ServerConfig>>,
     pub max_connections: usize,
+    /// A connection must send a complete request head within this from its acceptance (TLS
+    /// handshake included), and is closed when idle for it.
     pub header_timeout: Duration,
+    /// A connection whose open answers make no progress for this long is closed.
+    pub request_timeout: Duration,
+    /// Bytes of built answers one connection may have waiting to be sent.
+    pub connection_buffer_bytes: u32,
 }
 
 /// Builds the TLS configuration from PEM files; with `client_ca`, clients must present a
@@ -95,10 +109,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(options.header_timeout)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
-        .max_concurrent_streams(64);
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buf_size(MAX_SEND_BUFFER);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let (idle, stall) = (options.header_timeout, options.request_timeout);
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -107,7 +123,7 @@ pub async fn serve(
                 Err(err) => {
                     // Out of descriptors, or the peer gave up before we accepted: wait a
                     // moment rather than spin.
-                    warn!("accept failed: {err}");
+                    ACCEPT_FAILED.warn(&err);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -119,35 +135,56 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The clock of `--header-timeout` starts now: a TLS handshake, an HTTP/2 preface and
+        // the first request head all count against it.
+        let activity = Activity::new(options.connection_buffer_bytes);
+        // Each request is open (for the watchdog) until its answer's body is dropped, and can
+        // reach the connection's byte budget.
+        let service = {
+            let (router, activity) = (router.clone(), activity.clone());
+            TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
+                let open = activity.begin();
+                request.extensions_mut().insert(activity.clone());
+                let router = router.clone();
+                async move {
+                    let response = router.oneshot(request).await?;
+                    Ok::<_, Infallible>(limits::hold(response, open))
+                }
+            }))
+        };
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let result =
+            let served = async {
                 match tls {
                     Some(acceptor) => {
-                        let stream =
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(err)) => return debug!(%peer, "TLS handshake failed: {err}"),
-                                Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                            };
+                        let stream = acceptor.accept(stream).await.map_err(|err| {
+                            debug!(%peer, "TLS handshake failed: {err}");
+                        })?;
                         let connection =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
+                        Ok::<_, ()>(watcher.watch(connection.into_owned()).await)
                     }
                     None => {
                         let connection =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
+                        Ok::<_, ()>(watcher.watch(connection.into_owned()).await)
                     }
-                };
-            if let Err(err) = result {
-                debug!(%peer, "connection ended: {err}");
+                }
+            };
+            tokio::select! {
+                result = served => {
+                    if let Ok(Err(err)) = result {
+                        connection_error(peer, &*err);
+                    }
+                }
+                expiry = activity.expired(idle, stall) => {
+                    // Dropping the connection closes it and resets its streams, which frees
+                    // their answers.
+                    debug!(%peer, ?expiry, "closing the connection");
+                }
             }
         });
     }
@@ -163,10 +200,36 @@ pub async fn serve(
     Ok(())
 }
 
+static ACCEPT_FAILED: Throttled = Throttled::new("accept failed", LOG_PERIOD);
+static REFUSED: Throttled = Throttled::new(
+    "refused a connection: --max-connections are open",
+    LOG_PERIOD,
+);
+static ABUSIVE_CLIENTS: Throttled = Throttled::new(
+    "closed an HTTP/2 connection that reset or provoked too many streams",
+    LOG_PERIOD,
+);
+
+/// A connection that ended with an error: a client's ordinary failures (a reset, a bad request)
+/// are debug; abuse the HTTP/2 layer stopped (rapid resets) is a throttled warning, since one
+/// client reconnecting in a loop would otherwise write a line per connection.
+fn connection_error(peer: SocketAddr, err: &(dyn std::error::Error + 'static)) {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+        {
+            return ABUSIVE_CLIENTS.warn(&format_args!("{peer}: {err}"));
+        }
+        source = cause.source();
+    }
+    debug!(%peer, "connection ended: {err}");
+}
+
 /// Over the connection cap: a plain-HTTP client gets a short 503 so it can tell overload from
 /// failure; a TLS client's connection is closed.
 fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, tls: bool) {
-    debug!(%peer, "connection refused: too many open connections");
+    REFUSED.warn(&peer);
     if tls {
         return;
     }

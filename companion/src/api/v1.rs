@@ -133,7 +133,11 @@ pub fn render(history: &History, container: &str, query: &Query) -> Result<Vec<u
         .into_iter()
         .map(|snapshot| SnapshotJson::new(snapshot, query))
         .collect();
-    serde_json::to_vec(&body).map_err(|err| ApiError::Unavailable(format!("encoding: {err}")))
+    let mut json = serde_json::to_vec(&body)
+        .map_err(|err| ApiError::Unavailable(format!("encoding: {err}")))?;
+    // Held until sent, and counted by its length against the budget of waiting answers.
+    json.shrink_to_fit();
+    Ok(json)
 }
 
 #[derive(Serialize)]

@@ -77,6 +77,8 @@ fn secret() -> String {
 }
 
 mod auth;
+mod connections;
+mod exposure;
 mod faults;
 mod limits;
 mod privileges;
