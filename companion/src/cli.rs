@@ -211,6 +211,11 @@ pub struct HttpArgs {
     #[arg(long, env = "COMPANION_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_period)]
     pub header_timeout: Duration,
 
+    /// Serve the web page at `/` (`--ui false` turns it off). The page holds no data and is
+    /// served without the token; it asks for the token and sends it with each request.
+    #[arg(long, env = "COMPANION_UI", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ui: bool,
+
     /// Longest time to answer a request (503 past it).
     #[arg(long, env = "COMPANION_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_period)]
     pub request_timeout: Duration,
@@ -263,6 +268,9 @@ mod tests {
         assert_eq!(cli.serve.sample_period, Duration::from_secs(1));
         assert_eq!(cli.serve.history, 60);
         assert_eq!(cli.serve.tracker, TrackerChoice::Auto);
+        assert!(cli.serve.http.ui);
+        let off = Cli::try_parse_from(["companion", "--ui", "false"]).unwrap();
+        assert!(!off.serve.http.ui);
     }
 
     #[test]

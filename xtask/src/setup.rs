@@ -14,8 +14,9 @@ use crate::cmd::{self, run_to_stderr};
 /// against it.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// What bpf-linker's build needs (llvm-sys links libLLVM, libclang, polly and their libraries),
-/// then what the end-to-end tests run: `systemd-analyze` (checks the systemd unit) and the
-/// Prometheus client's strict OpenMetrics parser (reads /metrics).
+/// then what the end-to-end tests run: `systemd-analyze` (checks the systemd unit), the
+/// Prometheus client's strict OpenMetrics parser (reads /metrics), and a headless browser with
+/// its WebDriver (tests/web.rs drives the web page).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
@@ -25,6 +26,8 @@ const APT_PACKAGES: &[&str] = &[
     "libxml2-dev",
     "systemd",
     "python3-prometheus-client",
+    "chromium",
+    "chromium-driver",
 ];
 /// Components of the nightly toolchain: `rust-src` for `-Z build-std=core`, `clippy` for `lint`.
 const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];

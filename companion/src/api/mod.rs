@@ -1,9 +1,12 @@
 //! The HTTP API: the v1.0 processes route, health, and the layers every request passes.
 
 mod error;
+mod events;
 mod guard;
 mod health;
+pub mod history;
 pub mod server;
+mod ui;
 pub mod v1;
 pub mod v2;
 
@@ -24,7 +27,7 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 pub use error::ApiError;
 pub use guard::TokenAuth;
 
-use crate::{metrics::HttpMetrics, store::Shared};
+use crate::{events::EventHub, metrics::HttpMetrics, store::Shared};
 
 /// What every handler can see.
 #[derive(Clone)]
@@ -33,6 +36,8 @@ pub struct AppState {
     pub sample_period: Duration,
     pub http_metrics: Arc<HttpMetrics>,
     pub host: Arc<v2::Host>,
+    /// What `/api/v2/events` streams.
+    pub events: Arc<EventHub>,
 }
 
 /// How requests are admitted.
@@ -42,10 +47,15 @@ pub struct Admission {
     /// Requests handled at once; more get 503 straight away.
     pub max_in_flight: usize,
     pub request_timeout: Duration,
+    /// Whether the web page is served at `/` (it holds no data: it is open without the token).
+    pub ui: bool,
 }
 
 /// Every route. `tests::openapi_covers_every_route` keeps the OpenAPI document in step.
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 14] = [
+    "/",
+    "/ui/app.js",
+    "/ui/app.css",
     "/healthz",
     "/metrics",
     "/openapi.json",
@@ -54,6 +64,9 @@ pub const ROUTES: [&str; 8] = [
     "/api/v2/containers",
     "/api/v2/containers/{id}",
     "/api/v2/containers/{id}/processes",
+    "/api/v2/containers/{id}/history",
+    "/api/v2/history",
+    "/api/v2/events",
 ];
 
 pub fn router(state: AppState, admission: &Admission) -> Router {
@@ -68,6 +81,12 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
         .route("/api/v2/containers", get(v2::containers))
         .route("/api/v2/containers/{id}", get(v2::container))
         .route("/api/v2/containers/{id}/processes", get(v2::processes))
+        .route("/api/v2/containers/{id}/history", get(history::one))
+        .route("/api/v2/history", get(history::all))
+        // Long-lived: the timeout below covers only the time to its head (sent at once), and
+        // the in-flight limit is released with it; the connection limit and the hub's own cap
+        // on open streams bound how many there are.
+        .route("/api/v2/events", get(events::events))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(CompressionLayer::new().gzip(true).deflate(true))
@@ -89,6 +108,12 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
             guard::require_token,
         )),
         None => routes,
+    };
+    // The page's files hold no data: served without the token (the page asks for it).
+    let routes = if admission.ui {
+        routes.merge(ui::router().layer(CompressionLayer::new().gzip(true).deflate(true)))
+    } else {
+        routes
     };
     routes
         .layer(middleware::from_fn(guard::request_shape))
@@ -142,6 +167,10 @@ mod tests {
             "ContainerSummary",
             "Host",
             "Health",
+            "History",
+            "ContainerHistory",
+            "SampleEvent",
+            "ProcessEvent",
         ] {
             assert!(
                 doc.components

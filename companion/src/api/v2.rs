@@ -39,8 +39,21 @@ pub async fn processes(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn resolve(state: &AppState, prefix: &str) -> Result<ContainerSummary, ApiError> {
+/// The container `reference` names: a unique prefix of its id, or its cgroup path (starting
+/// with `/`, exact).
+pub(super) fn resolve(state: &AppState, prefix: &str) -> Result<ContainerSummary, ApiError> {
     let published = state.shared.load();
+    if prefix.starts_with('/') {
+        return published
+            .inventory
+            .containers
+            .iter()
+            .find(|c| &*c.path == prefix)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::NoSuchContainer(format!("no container {prefix} with listed processes"))
+            });
+    }
     match published.inventory.by_id_prefix(prefix).as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(ApiError::NoSuchContainer(format!(
