@@ -19,7 +19,9 @@ const state = {
   listSort: { key: "cpu", desc: true },
   procSort: { key: "cpu", desc: true },
   rows: new Map(), // path -> row cells
-  order: [],
+  shown: [], // the containers listed, filtered and sorted
+  spacerAbove: null,
+  spacerBelow: null,
   stream: null, // AbortController of the event stream
   busy: false, // a refresh is running
   again: false, // a sample arrived during it
@@ -148,14 +150,15 @@ function fillSpark(svg) {
   svg.append(area, line);
 }
 
-// Draws values (percent of a core, null for gaps) scaled so that one core fills the height,
-// or the highest value when more than one core was used.
+// Draws values (percent of a core, null for gaps) scaled so that one core (or the highest
+// value, when more than one core was used) nearly fills the height.
 function drawSpark(svg, values, capacity) {
   fillSpark(svg);
   const [, , w, h] = svg.getAttribute("viewBox").split(" ").map(Number);
   const n = Math.max(capacity || values.length, 2);
   let top = 100;
   for (const v of values) if (v != null && v > top) top = v;
+  top *= 1.15; // headroom: a busy line stays visible under the top edge
   const x = (i) => ((i + n - values.length) * w) / (n - 1);
   const y = (v) => h - 1 - (Math.min(v, top) / top) * (h - 2);
   let line = "", area = "", open = false, first = 0;
@@ -253,25 +256,16 @@ function updateRow(row, c) {
   set(row, "oom", row.oom, kills == null ? "—" : String(kills));
 }
 
+// The list is virtual: only the rows on screen (and a margin) are in the document, between
+// two spacers of the height of the rows above and below, so a sample or a scroll costs the
+// rows on screen, not a thousand. Rows have a fixed height (app.css) for this.
+const ROW_HEIGHT = 44;
+const MARGIN_ROWS = 10;
+
 function renderList() {
-  const tbody = $("containers").querySelector("tbody");
   const filter = $("filter").value.trim().toLowerCase();
-  const present = new Set();
-  for (const c of state.containers) {
-    present.add(c.path);
-    let row = state.rows.get(c.path);
-    if (!row) {
-      row = makeRow(c);
-      state.rows.set(c.path, row);
-    }
-    updateRow(row, c);
-  }
-  for (const [path, row] of state.rows) {
-    if (!present.has(path)) {
-      row.tr.remove();
-      state.rows.delete(path);
-    }
-  }
+  const present = new Set(state.containers.map((c) => c.path));
+  for (const path of state.rows.keys()) if (!present.has(path)) state.rows.delete(path);
   const { key, desc } = state.listSort;
   const value = listKeys[key];
   const shown = state.containers.filter((c) => {
@@ -285,17 +279,73 @@ function renderList() {
     const order = x < y ? -1 : x > y ? 1 : a.path < b.path ? -1 : 1;
     return desc ? -order : order;
   });
-  const order = shown.map((c) => c.path);
-  if (order.length !== state.order.length || order.some((p, i) => p !== state.order[i])) {
-    tbody.replaceChildren(...order.map((p) => state.rows.get(p).tr));
-    state.order = order;
-  }
+  state.shown = shown;
   $("count").textContent =
     shown.length === state.containers.length
       ? `${state.containers.length} containers`
       : `${shown.length} of ${state.containers.length} containers`;
   markSorted($("containers"), state.listSort);
+  drawWindow(true);
 }
+
+// Puts the rows of the visible window in the table; `fresh`: the data changed, rewrite them.
+function drawWindow(fresh) {
+  const shown = state.shown || [];
+  const table = $("containers");
+  const tbody = table.tBodies[0];
+  const top = table.getBoundingClientRect().top + window.scrollY + table.tHead.offsetHeight;
+  const first = Math.max(0, Math.floor((window.scrollY - top) / ROW_HEIGHT) - MARGIN_ROWS);
+  const count = Math.ceil(window.innerHeight / ROW_HEIGHT) + 2 * MARGIN_ROWS;
+  const last = Math.min(shown.length, first + count);
+  const rows = [];
+  for (let i = first; i < last; i++) {
+    const c = shown[i];
+    let row = state.rows.get(c.path);
+    if (!row) {
+      row = makeRow(c);
+      state.rows.set(c.path, row);
+      fresh = true;
+    }
+    if (fresh || row.data !== c) updateRow(row, c);
+    row.data = c;
+    rows.push(row.tr);
+  }
+  const above = spacer(state.spacerAbove, first * ROW_HEIGHT);
+  const below = spacer(state.spacerBelow, (shown.length - last) * ROW_HEIGHT);
+  state.spacerAbove = above;
+  state.spacerBelow = below;
+  const order = [above, ...rows, below];
+  const current = tbody.children;
+  if (order.length !== current.length || order.some((el, i) => el !== current[i]))
+    tbody.replaceChildren(...order);
+  state.window = [first, last];
+}
+
+function spacer(existing, height) {
+  const tr = existing || document.createElement("tr");
+  if (!existing) {
+    tr.className = "spacer";
+    tr.append(document.createElement("td"));
+    tr.firstChild.colSpan = 7;
+  }
+  tr.style.height = height + "px";
+  tr.hidden = height === 0;
+  return tr;
+}
+
+let scrollQueued = false;
+window.addEventListener(
+  "scroll",
+  () => {
+    if (scrollQueued || state.view !== "list") return;
+    scrollQueued = true;
+    requestAnimationFrame(() => {
+      scrollQueued = false;
+      drawWindow(false);
+    });
+  },
+  { passive: true },
+);
 
 function markSorted(table, sort) {
   for (const th of table.querySelectorAll("th[data-key]")) {
@@ -392,6 +442,7 @@ function renderFacts(c) {
   dl.replaceChildren(
     ...facts.map(([k, v]) => {
       const div = document.createElement("div");
+      if (k === "id" || k === "path") div.className = "wide";
       const dt = document.createElement("dt");
       dt.textContent = k;
       const dd = document.createElement("dd");
