@@ -93,7 +93,7 @@ impl Service {
             ),
             None => None,
         };
-        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        let mut tls = None;
         if let Some(path) = &args.ca_cert {
             use rustls_pki_types::{CertificateDer, pem::PemObject};
             let certs: Vec<ureq::tls::Certificate<'static>> = CertificateDer::pem_file_iter(path)
@@ -101,19 +101,25 @@ impl Service {
                 .map(|cert| cert.map(|c| ureq::tls::Certificate::from_der(&c).to_owned()))
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("parsing {}", path.display()))?;
-            config = config.tls_config(
+            tls = Some(
                 ureq::tls::TlsConfig::builder()
                     .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
                     .build(),
             );
         }
-        let streaming = config
-            .clone()
+        let config = || {
+            let config = ureq::Agent::config_builder().http_status_as_error(false);
+            match &tls {
+                Some(tls) => config.tls_config(tls.clone()),
+                None => config,
+            }
+        };
+        let streaming = config()
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_per_read(Some(STREAM_SILENCE))
             .build()
             .into();
-        let agent = config
+        let agent = config()
             .timeout_global(Some(Duration::from_secs(15)))
             .build()
             .into();

@@ -120,6 +120,10 @@ pub struct EventHub {
     sender: broadcast::Sender<Message>,
     next_id: AtomicU64,
     max_subscribers: usize,
+    /// Streams ended because their client fell a ring behind.
+    dropped_clients: AtomicU64,
+    /// Process events not told (beyond the per-sample cap, or not kept by the tracker).
+    dropped_events: AtomicU64,
 }
 
 impl EventHub {
@@ -129,6 +133,8 @@ impl EventHub {
             sender: broadcast::Sender::new(RING),
             next_id: AtomicU64::new(1),
             max_subscribers,
+            dropped_clients: AtomicU64::new(0),
+            dropped_events: AtomicU64::new(0),
         })
     }
 
@@ -171,6 +177,38 @@ impl EventHub {
         })));
     }
 
+    /// Counts a stream ended because its client fell behind.
+    pub fn client_dropped(&self) {
+        self.dropped_clients.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The hub's figures for /metrics.
+    pub fn registry(&self) -> prometheus_client::registry::Registry {
+        use prometheus_client::metrics::{counter::ConstCounter, gauge::ConstGauge};
+        let mut registry = prometheus_client::registry::Registry::with_prefix("companion");
+        registry.register(
+            "event_stream_clients",
+            "Open event streams (GET /api/v2/events)",
+            ConstGauge::new(self.subscribers() as i64),
+        );
+        registry.register(
+            "event_stream_events",
+            "Events told to event stream clients",
+            ConstCounter::new(self.next_id.load(Ordering::Relaxed) - 1),
+        );
+        registry.register(
+            "event_stream_clients_dropped",
+            "Event streams ended because their client fell behind",
+            ConstCounter::new(self.dropped_clients.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "event_stream_process_events_dropped",
+            "Process events not told (a burst beyond the per-sample cap)",
+            ConstCounter::new(self.dropped_events.load(Ordering::Relaxed)),
+        );
+        registry
+    }
+
     /// Ends every stream (at shutdown).
     pub fn close(&self) {
         let _ = self.sender.send(Message::Closed);
@@ -208,6 +246,8 @@ impl EventHub {
             };
             self.tell(kind, Some(seen.container.clone()), &event);
         }
+        let dropped = (activity.seen.len() - told) as u64 + activity.dropped;
+        self.dropped_events.fetch_add(dropped, Ordering::Relaxed);
         let containers = newest
             .containers()
             .filter(|(_, _, totals)| totals.listed > 0)
@@ -220,7 +260,7 @@ impl EventHub {
                 seq: newest.seq,
                 containers,
                 processes: newest.processes().len(),
-                process_events_dropped: (activity.seen.len() - told) as u64 + activity.dropped,
+                process_events_dropped: dropped,
             },
         );
     }

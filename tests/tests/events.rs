@@ -62,7 +62,10 @@ impl EventStream {
         } else {
             format!("/api/v2/events?{query}")
         };
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n{extra}\r\n", service.addr);
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n{extra}\r\n",
+            service.addr
+        );
         stream.write_all(request.as_bytes()).expect("sending");
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
@@ -74,7 +77,11 @@ impl EventStream {
             }
             let mut chunk = [0u8; 4096];
             let n = stream.read(&mut chunk).expect("reading the head");
-            assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&buf));
+            assert!(
+                n > 0,
+                "closed before the head: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -143,7 +150,11 @@ impl EventStream {
                 Some(event) => seen.push(event),
                 None => panic!(
                     "{} after {timeout:?}; events so far: {}",
-                    if self.ended { "stream ended" } else { "timed out" },
+                    if self.ended {
+                        "stream ended"
+                    } else {
+                        "timed out"
+                    },
                     describe(&seen)
                 ),
             }
@@ -254,9 +265,12 @@ fn wait_listed(service: &Service, container: &Container, pids: &[Pid]) {
     // The v2 routes answer from the inventory, published with the same sample.
     service.wait_until("the container in /api/v2", service.patience(), |s| {
         let r = s.get("/api/v2/containers");
-        let listed = r.json().as_array().unwrap().iter().any(|c| {
-            c["path"] == container.path.as_str() && c["processes"] == expected.len()
-        });
+        let listed = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["path"] == container.path.as_str() && c["processes"] == expected.len());
         if listed { Ok(()) } else { Err(r.text()) }
     });
 }
@@ -294,7 +308,11 @@ fn process_events_arrive_in_order_within_a_sample() {
             .unwrap_or_else(|| panic!("exec of {child}: {}", describe(&events)));
         let exit = position(&events, "exit", child)
             .unwrap_or_else(|| panic!("exit of {child}: {}", describe(&events)));
-        assert!(exec < exit, "exec before exit of {child}: {}", describe(&events));
+        assert!(
+            exec < exit,
+            "exec before exit of {child}: {}",
+            describe(&events)
+        );
         let samples_between = events[exec..exit]
             .iter()
             .filter(|e| e.kind == "sample")
@@ -311,9 +329,18 @@ fn process_events_arrive_in_order_within_a_sample() {
         .iter()
         .map(|&p| position(&events, "exec", p).unwrap())
         .collect();
-    assert!(execs.windows(2).all(|w| w[0] < w[1]), "{}", describe(&events));
+    assert!(
+        execs.windows(2).all(|w| w[0] < w[1]),
+        "{}",
+        describe(&events)
+    );
     let exec = &events[position(&events, "exec", sleeper).unwrap()];
-    assert_eq!(exec.data["command"], spawn::SLEEPER_CMDLINE, "{:?}", exec.data);
+    assert_eq!(
+        exec.data["command"],
+        spawn::SLEEPER_CMDLINE,
+        "{:?}",
+        exec.data
+    );
     assert!(exec.data["time"].as_str().is_some_and(|t| t.ends_with('Z')));
 
     cg.kill(sleeper);
@@ -321,10 +348,18 @@ fn process_events_arrive_in_order_within_a_sample() {
         position(seen, "exit", sleeper).is_some()
     });
     let exit = &more[position(&more, "exit", sleeper).unwrap()];
-    assert_eq!(exit.data["command"], spawn::SLEEPER_CMDLINE, "{:?}", exit.data);
+    assert_eq!(
+        exit.data["command"],
+        spawn::SLEEPER_CMDLINE,
+        "{:?}",
+        exit.data
+    );
 
     let all: Vec<&Sse> = events.iter().chain(&more).collect();
-    let ids: Vec<u64> = all.iter().map(|e| e.id.expect("every event has an id")).collect();
+    let ids: Vec<u64> = all
+        .iter()
+        .map(|e| e.id.expect("every event has an id"))
+        .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
     let seqs: Vec<u64> = all
         .iter()
@@ -369,7 +404,8 @@ fn the_container_filter() {
     let from_a = pull_trigger(&dir_a);
     let last_a = *from_a.last().unwrap();
     let seen_a = only_a.until(service.patience(), |seen| {
-        position(seen, "exit", last_a).is_some_and(|at| seen[at..].iter().any(|e| e.kind == "sample"))
+        position(seen, "exit", last_a)
+            .is_some_and(|at| seen[at..].iter().any(|e| e.kind == "sample"))
     });
     let seen_all = everything.until(service.patience(), |seen| {
         from_a
@@ -378,8 +414,16 @@ fn the_container_filter() {
             .all(|&p| position(seen, "exit", p).is_some())
     });
     for &p in &from_b {
-        assert!(position(&seen_a, "exec", p).is_none(), "{p} of B: {}", describe(&seen_a));
-        assert!(position(&seen_all, "exec", p).is_some(), "unfiltered: {}", describe(&seen_all));
+        assert!(
+            position(&seen_a, "exec", p).is_none(),
+            "{p} of B: {}",
+            describe(&seen_a)
+        );
+        assert!(
+            position(&seen_all, "exec", p).is_some(),
+            "unfiltered: {}",
+            describe(&seen_all)
+        );
     }
     for event in seen_a.iter().filter(|e| e.kind != "sample") {
         assert_eq!(event.data["container"], a.path.as_str(), "{event:?}");
@@ -389,7 +433,9 @@ fn the_container_filter() {
     // By id prefix too; refusals as the other routes give them.
     let by_id = EventStream::open(&service, &format!("container={}", &id_b[..24]), "");
     assert!(by_id.is_ok(), "an id prefix is a reference");
-    let unknown = EventStream::open(&service, "container=0123456789abcdef", "").err().unwrap();
+    let unknown = EventStream::open(&service, "container=0123456789abcdef", "")
+        .err()
+        .unwrap();
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     let bogus = EventStream::open(&service, "kind=exec", "").err().unwrap();
     assert_eq!(bogus.status, 400, "{}", bogus.text());
@@ -462,7 +508,10 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     assert!(last.data["missed"].as_u64().unwrap() > 0, "{:?}", last.data);
     assert!(last.data["reason"].as_str().unwrap().contains("behind"));
     let told = rest.iter().filter(|e| e.kind == "exec").count();
-    assert!(told < 10_000, "the stalled client did not get the whole burst ({told} execs)");
+    assert!(
+        told < 10_000,
+        "the stalled client did not get the whole burst ({told} execs)"
+    );
 
     // Memory: the backlog of ~20,000 events (several MB encoded) was not kept for it.
     let growth_kb = rss_peak.saturating_sub(rss_before);
@@ -492,7 +541,12 @@ fn the_token_applies_to_the_stream() {
     let file = dir.join("token");
     fs::write(&file, &token).unwrap();
     let service = Service::start_with(
-        &["--tracker", "procfs", "--auth-token-file", file.to_str().unwrap()],
+        &[
+            "--tracker",
+            "procfs",
+            "--auth-token-file",
+            file.to_str().unwrap(),
+        ],
         &Default::default(),
     );
     let refused = EventStream::open(&service, "", "").err().expect("refused");
@@ -501,9 +555,8 @@ fn the_token_applies_to_the_stream() {
         .err()
         .expect("refused");
     assert_eq!(wrong.status, 401);
-    let mut stream =
-        EventStream::open(&service, "", &format!("Authorization: Bearer {token}\r\n"))
-            .unwrap_or_else(|r| panic!("{} {}", r.status, r.text()));
+    let mut stream = EventStream::open(&service, "", &format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_else(|r| panic!("{} {}", r.status, r.text()));
     let events = stream.until(service.patience(), |seen| {
         seen.iter().any(|e| e.kind == "sample")
     });
@@ -529,7 +582,16 @@ fn top_follows_the_stream() {
     let url = format!("http://{}", service.addr);
     let began = Instant::now();
     let out = Command::new(companion_bin())
-        .args(["top", &id[..24], "--iterations", "3", "--refresh", "10ms", "--url", &url])
+        .args([
+            "top",
+            &id[..24],
+            "--iterations",
+            "3",
+            "--refresh",
+            "10ms",
+            "--url",
+            &url,
+        ])
         .env_remove("COMPANION_URL")
         .stdin(Stdio::null())
         .output()

@@ -17,9 +17,8 @@ use std::{
 };
 
 use companion_tests::{
-    Container, Hierarchy, Pid, Service, TestCgroup, Tracker, cpu_heavy,
-    service::free_port,
-    spawn, unique_id, wait_for,
+    Container, Hierarchy, Pid, Service, TestCgroup, Tracker, cpu_heavy, service::free_port, spawn,
+    unique_id, wait_for,
 };
 use fantoccini::{Client, ClientBuilder, Locator, wd::WebDriverCompatibleCommand};
 use serde_json::{Value, json};
@@ -70,9 +69,8 @@ fn which(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).exists();
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).exists())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).exists()))
 }
 
 /// WebDriver's log command (chromedriver's): the browser console since the last call.
@@ -80,12 +78,19 @@ fn which(program: &str) -> bool {
 struct BrowserLog;
 
 impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
         base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -160,9 +165,7 @@ impl Browser {
 
     fn click(&self, css: &str) {
         self.runtime
-            .block_on(async {
-                self.client().find(Locator::Css(css)).await?.click().await
-            })
+            .block_on(async { self.client().find(Locator::Css(css)).await?.click().await })
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
     }
 
@@ -236,7 +239,10 @@ impl Drop for Browser {
 }
 
 fn errors(console: &[(String, String)]) -> Vec<&(String, String)> {
-    console.iter().filter(|(level, _)| level == "SEVERE").collect()
+    console
+        .iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect()
 }
 
 // --- helpers ------------------------------------------------------------------------------------
@@ -289,7 +295,11 @@ fn the_page_shows_containers_and_processes_live() {
         service.patience(),
         &format!("const r = document.querySelector('{row}'); return r && r.querySelector('.name a').textContent;"),
     );
-    assert_eq!(name, id[..12], "named by its short id (no runtime name here)");
+    assert_eq!(
+        name,
+        id[..12],
+        "named by its short id (no runtime name here)"
+    );
     let line = browser.wait_js(
         "its CPU sparkline",
         service.patience(),
@@ -300,15 +310,34 @@ fn the_page_shows_containers_and_processes_live() {
     let now = browser.js(&format!(
         "return document.querySelector('{row} .cpu b').textContent;"
     ));
-    let now: f64 = now.as_str().unwrap().trim_end_matches(" %").parse().unwrap();
+    let now: f64 = now
+        .as_str()
+        .unwrap()
+        .trim_end_matches(" %")
+        .parse()
+        .unwrap();
     assert!(now > 50.0, "the busy container's CPU now: {now}");
     // Filtering by text keeps the row, and hides it for text it does not hold.
     browser.type_into("#filter", &id[..20]);
-    assert_eq!(browser.js(&format!("return document.querySelector('{row}').isConnected;")), true);
+    assert_eq!(
+        browser.js(&format!(
+            "return document.querySelector('{row}').isConnected;"
+        )),
+        true
+    );
     browser.type_into("#filter", "no-such-container-text");
-    assert_eq!(browser.js(&format!("return document.querySelector('{row}').isConnected;")), false);
+    assert_eq!(
+        browser.js(&format!(
+            "return document.querySelector('{row}').isConnected;"
+        )),
+        false
+    );
     browser.type_into("#filter", "");
-    browser.wait_js("the row back", service.patience(), &format!("return document.querySelector('{row}').isConnected;"));
+    browser.wait_js(
+        "the row back",
+        service.patience(),
+        &format!("return document.querySelector('{row}').isConnected;"),
+    );
     browser.screenshot("containers.png");
 
     browser.click(&format!("{row} .name a"));
@@ -370,7 +399,12 @@ fn the_page_asks_for_the_token() {
     let token = format!("t{}", &unique_id()[16..48]);
     fs::write(dir.join("token"), &token).unwrap();
     let service = Service::start_with(
-        &["--tracker", "procfs", "--auth-token-file", dir.join("token").to_str().unwrap()],
+        &[
+            "--tracker",
+            "procfs",
+            "--auth-token-file",
+            dir.join("token").to_str().unwrap(),
+        ],
         &Default::default(),
     );
     wait_listed(&service, &c, &[pid]);
@@ -382,13 +416,14 @@ fn the_page_asks_for_the_token() {
         service.patience(),
         "return !document.getElementById('login').hidden;",
     );
-    let shown = browser.js(
-        "return [document.getElementById('list-view').hidden, \
-         document.querySelectorAll('#containers tbody tr').length, document.body.innerText];",
-    );
+    let shown = browser.js("return [document.getElementById('list-view').hidden, \
+         document.querySelectorAll('#containers tbody tr').length, document.body.innerText];");
     assert_eq!(shown[0], true, "no list");
     assert_eq!(shown[1], 0, "no rows");
-    assert!(!shown[2].as_str().unwrap().contains(&id[..12]), "no data: {shown}");
+    assert!(
+        !shown[2].as_str().unwrap().contains(&id[..12]),
+        "no data: {shown}"
+    );
 
     browser.type_into("#token", "wrong");
     browser.click("#login-form button");
@@ -397,7 +432,10 @@ fn the_page_asks_for_the_token() {
         service.patience(),
         "return document.getElementById('login-error').textContent;",
     );
-    assert_eq!(browser.js("return document.getElementById('list-view').hidden;"), true);
+    assert_eq!(
+        browser.js("return document.getElementById('list-view').hidden;"),
+        true
+    );
 
     browser.type_into("#token", &token);
     browser.click("#login-form button");
@@ -434,7 +472,10 @@ fn the_page_is_self_contained_and_can_be_turned_off() {
     assert_eq!(page.media_type().as_deref(), Some("text/html"));
     let policy = page.header("content-security-policy").expect("a policy");
     assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
-    for (path, media) in [("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")] {
+    for (path, media) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
         let r = service.get(path);
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(r.media_type().as_deref(), Some(media), "{path}");
@@ -442,7 +483,10 @@ fn the_page_is_self_contained_and_can_be_turned_off() {
         for remote in ["http://", "https://", "//cdn", "@import"] {
             let allowed = text.matches("http://www.w3.org/2000/svg").count();
             let found = text.matches(remote).count();
-            assert!(found == 0 || (remote == "http://" && found == allowed), "{path}: {remote}");
+            assert!(
+                found == 0 || (remote == "http://" && found == allowed),
+                "{path}: {remote}"
+            );
         }
     }
     assert!(!page.text().contains("http"), "nothing remote in the page");

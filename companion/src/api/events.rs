@@ -19,7 +19,7 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{ApiError, AppState, v2};
-use crate::events::{Encoded, Message};
+use crate::events::{Encoded, EventHub, Message};
 
 /// Comment lines sent when nothing else is: proxies keep the stream open, and a client that
 /// went away is noticed.
@@ -47,7 +47,7 @@ pub async fn events(State(state): State<AppState>, uri: Uri) -> Result<Response,
         .events
         .subscribe()
         .map_err(|err| ApiError::Unavailable(err.to_string()))?;
-    Ok(Sse::new(stream_of(receiver, only))
+    Ok(Sse::new(stream_of(receiver, only, state.events.clone()))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
 }
@@ -56,9 +56,11 @@ pub async fn events(State(state): State<AppState>, uri: Uri) -> Result<Response,
 fn stream_of(
     receiver: broadcast::Receiver<Message>,
     only: Option<Arc<str>>,
+    hub: Arc<EventHub>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold(Some(receiver), move |receiver| {
         let only = only.clone();
+        let hub = hub.clone();
         async move {
             let mut receiver = receiver?;
             loop {
@@ -70,6 +72,7 @@ fn stream_of(
                     Ok(Message::Closed) | Err(RecvError::Closed) => return None,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "event stream client too slow: dropped");
+                        hub.client_dropped();
                         let data = serde_json::json!({
                             "reason": format!(
                                 "this client fell {missed} events behind; reconnect to resume"
@@ -120,7 +123,7 @@ fn form_urlencoded(query: Option<&str>) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{EventHub, Kind, RING};
+    use crate::events::{Kind, RING};
     use futures_util::StreamExt;
 
     /// An event's fields, as its Debug shows its encoded bytes.
@@ -131,21 +134,28 @@ mod tests {
     #[tokio::test]
     async fn filters_by_container_and_passes_samples() {
         let hub = EventHub::new(4);
-        let mut stream = Box::pin(stream_of(hub.subscribe().unwrap(), Some("/a".into())));
+        let mut stream = Box::pin(stream_of(
+            hub.subscribe().unwrap(),
+            Some("/a".into()),
+            hub.clone(),
+        ));
         hub.tell(Kind::Exec, Some("/b".into()), &1);
         hub.tell(Kind::Exec, Some("/a".into()), &2);
         hub.tell(Kind::Sample, None, &3);
         hub.close();
         let told: Vec<String> = stream.by_ref().map(text).collect().await;
         assert_eq!(told.len(), 2, "{told:?}");
-        assert!(told[0].contains("exec") && told[0].contains('2'), "{told:?}");
+        assert!(
+            told[0].contains("exec") && told[0].contains('2'),
+            "{told:?}"
+        );
         assert!(told[1].contains("sample"), "{told:?}");
     }
 
     #[tokio::test]
     async fn a_client_a_ring_behind_is_told_and_ends() {
         let hub = EventHub::new(4);
-        let mut stream = Box::pin(stream_of(hub.subscribe().unwrap(), None));
+        let mut stream = Box::pin(stream_of(hub.subscribe().unwrap(), None, hub.clone()));
         for n in 0..RING + 3 {
             hub.tell(Kind::Sample, None, &n);
         }

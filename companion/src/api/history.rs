@@ -114,11 +114,7 @@ fn percent(ticks: u64, ticks_per_second: u64, seconds: f64) -> Percent {
 
 /// CPU of each of `paths`, per sample.
 pub fn all_series(history: &History, paths: &[Arc<str>], ticks_per_second: u64) -> AllSeries {
-    let index: HashMap<&str, usize> = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (&**p, i))
-        .collect();
+    let index: HashMap<&str, usize> = paths.iter().enumerate().map(|(i, p)| (&**p, i)).collect();
     let intervals = intervals(history);
     let mut series: Vec<Vec<Option<Percent>>> = vec![vec![None; intervals.len()]; paths.len()];
     for (at, (sample, seconds)) in history.samples().zip(&intervals).enumerate() {
@@ -147,7 +143,13 @@ pub fn one_series(history: &History, path: &Arc<str>, ticks_per_second: u64) -> 
     let intervals = intervals(history);
     let current: Vec<&ProcessSample> = samples
         .last()
-        .map(|newest| newest.container(path).iter().filter(|p| p.listed()).collect())
+        .map(|newest| {
+            newest
+                .container(path)
+                .iter()
+                .filter(|p| p.listed())
+                .collect()
+        })
         .unwrap_or_default();
     let processes = current
         .into_iter()

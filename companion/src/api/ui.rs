@@ -21,7 +21,10 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// The page's routes.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
         .route(
             "/ui/app.js",
             get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use tracing::error;
 
-use super::{ActivityLog, Exit, Processes, Stop, Tracker, TrackerKind, TrackerStats, procscan::ProcScan};
+use super::{
+    ActivityLog, Exit, Processes, Stop, Tracker, TrackerKind, TrackerStats, procscan::ProcScan,
+};
 
 pub struct Fallback {
     current: Box<dyn Tracker>,

@@ -29,8 +29,8 @@ use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use tracing::{debug, info, warn};
 
 use super::{
-    Activity, ActivityKind, ActivityLog, ContainerNames, Exit, Processes, Stop, Tracked, Tracker, TrackerKind, TrackerStats,
-    procscan::scan,
+    Activity, ActivityKind, ActivityLog, ContainerNames, Exit, Processes, Stop, Tracked, Tracker,
+    TrackerKind, TrackerStats, procscan::scan,
 };
 use crate::{
     cgroup::{Hierarchy, Naming, container_of},
