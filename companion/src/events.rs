@@ -19,7 +19,8 @@ use serde::{Serialize, Serializer};
 use tokio::sync::broadcast;
 
 use crate::{
-    history::{History, Sample},
+    history::History,
+    model::Sample,
     procfs::Pid,
     tracker::{ActivityKind, ActivityLog},
 };

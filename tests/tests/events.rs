@@ -451,16 +451,21 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     let cg = TestCgroup::new();
     let dir = scratch(&cg);
     let (c, _) = docker_container(&cg);
-    // A burst of about 20,000 process events.
-    let parent = trigger_parent(&cg, &c, &dir, 10_000);
+    // A burst of process events: `/bin/true` in a loop, started from inside the container.
+    let go = dir.join("go");
+    let done = dir.join("done");
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.1; done; \
+         i=0; while [ $i -lt 40000 ] && [ ! -e {done} ]; do /bin/true; i=$((i+1)); done; \
+         touch {done}; exec sleep 1000",
+        go = go.display(),
+        done = done.display()
+    );
+    let parent = cg.spawn(&[&c], spawn::shell(&script));
     let service = Service::with_tracker(Tracker::Ebpf, &[]);
     wait_listed(&service, &c, &[parent]);
 
-    // A small receive buffer: the kernel cannot hold the backlog for the stalled client.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&service.addr.into()).unwrap();
-    let mut stalled = EventStream::start(socket.into(), &service, "", "").unwrap();
+    let mut stalled = EventStream::open(&service, "", "").unwrap();
     stalled.until(service.patience(), |seen| {
         seen.iter().any(|e| e.kind == "sample")
     });
@@ -474,46 +479,58 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
         events
     });
 
+    // The kernel holds a few MB for a client that does not read (the server's send buffer
+    // grows to 4 MB on loopback): the burst must outrun that and the ring.
+    let told = |s: &Service| {
+        let text = s.get("/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("companion_event_stream_events_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the event counter on /metrics")
+    };
     let rss_before = service.vm_rss_kb();
+    let told_before = told(&service);
     let began = Instant::now();
-    fs::write(dir.join("go"), "").unwrap();
+    fs::write(&go, "").unwrap();
     let mut rss_peak = rss_before;
-    wait_for("the burst to end", Duration::from_secs(180), || {
+    wait_for("60,000 events told", Duration::from_secs(240), || {
         rss_peak = rss_peak.max(service.vm_rss_kb());
-        if dir.join("pids").exists() {
+        let n = told(&service) - told_before;
+        if n >= 60_000 || done.exists() {
             Ok(())
         } else {
-            Err(format!("{:?}", began.elapsed()))
+            Err(format!("{n} after {:?}", began.elapsed()))
         }
     });
+    let _ = fs::write(&done, "");
     service.wait_samples(3);
     rss_peak = rss_peak.max(service.vm_rss_kb());
-    let health = service.health();
     eprintln!(
-        "burst: {:?}, {} events received by the service; RSS {} → peak {} kB",
+        "burst: {:?}, {} events told; RSS {rss_before} → peak {rss_peak} kB",
         began.elapsed(),
-        health["events_received"],
-        rss_before,
-        rss_peak
+        told(&service) - told_before
     );
 
     // The stalled client reads again: what the kernel buffered, then the last word, then EOF.
     let mut rest = Vec::new();
-    while let Some(event) = stalled.next(Duration::from_secs(30)) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(event) = stalled.next(Duration::from_secs(10)) {
+        let last = event.kind == "dropped";
         rest.push(event);
+        if last || Instant::now() > deadline {
+            break;
+        }
     }
-    assert!(stalled.ended, "the stream ended: {}", describe(&rest));
     let last = rest.last().expect("events after the stall");
     assert_eq!(last.kind, "dropped", "the last word: {:?}", last);
     assert!(last.data["missed"].as_u64().unwrap() > 0, "{:?}", last.data);
     assert!(last.data["reason"].as_str().unwrap().contains("behind"));
-    let told = rest.iter().filter(|e| e.kind == "exec").count();
     assert!(
-        told < 10_000,
-        "the stalled client did not get the whole burst ({told} execs)"
+        stalled.next(Duration::from_secs(10)).is_none() && stalled.ended,
+        "the stream ends after it"
     );
 
-    // Memory: the backlog of ~20,000 events (several MB encoded) was not kept for it.
+    // Memory: the backlog (tens of thousands of events, several MB encoded) was not kept.
     let growth_kb = rss_peak.saturating_sub(rss_before);
     assert!(
         growth_kb < 16 * 1024,
@@ -527,7 +544,7 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
         "the reading client kept up: {}",
         describe(&events[events.len().saturating_sub(5)..])
     );
-    assert!(events.iter().filter(|e| e.kind == "exec").count() > told);
+    assert!(events.len() > rest.len());
 }
 
 /// With `--auth-token-file` the stream needs the token like every API route; the page itself

@@ -16,7 +16,8 @@ use serde::{Serialize, Serializer};
 
 use super::{ApiError, AppState, v2};
 use crate::{
-    history::{History, ProcessSample, Sample},
+    history::History,
+    model::{ProcessSample, Sample},
     procfs::Pid,
 };
 
@@ -210,7 +211,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        history::{ProcessInfo, Sampled},
+        model::{ProcessInfo, Sampled},
         procfs::{Stat, Status},
     };
 
