@@ -79,8 +79,8 @@ struct Service {
     token: Option<String>,
 }
 
-/// The service sends a comment every 15 s of silence: three missed mean it is gone.
-const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// The service sends a comment every 5 s of silence: three missed mean it is gone.
+const STREAM_SILENCE: Duration = Duration::from_secs(15);
 
 impl Service {
     fn new(args: &ServiceArgs) -> anyhow::Result<Service> {

@@ -21,9 +21,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::{ApiError, AppState, v2};
 use crate::events::{Encoded, EventHub, Message};
 
-/// Comment lines sent when nothing else is: proxies keep the stream open, and a client that
-/// went away is noticed.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Comment lines sent when nothing else is: proxies keep the stream open, a client that went
+/// away is noticed, and a quiet stream is never taken for a stalled answer.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// `GET /api/v2/events[?container=REF]`.
 pub async fn events(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
