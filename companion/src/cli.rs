@@ -264,6 +264,11 @@ pub struct HttpArgs {
     #[arg(long, env = "COMPANION_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_period)]
     pub header_timeout: Duration,
 
+    /// Serve the web page at `/` (`--ui false` turns it off). The page holds no data and is
+    /// served without the token; it asks for the token and sends it with each request.
+    #[arg(long, env = "COMPANION_UI", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ui: bool,
+
     /// Longest time to answer a request (503 past it); a connection whose answers make no
     /// progress for this long (the client stopped reading) is closed, its streams reset.
     #[arg(long, env = "COMPANION_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_period)]
@@ -328,6 +333,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(["companion", "--ptrace", "false", "--seccomp=false"]).unwrap();
         assert!(!cli.serve.ptrace && !cli.serve.seccomp);
+        assert!(cli.serve.http.ui);
+        let off = Cli::try_parse_from(["companion", "--ui", "false"]).unwrap();
+        assert!(!off.serve.http.ui);
     }
 
     #[test]

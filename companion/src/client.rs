@@ -1,7 +1,12 @@
 //! `companion ps` and `companion top`: a `ps aux`-like table of one container's processes,
 //! read from a running service (the original needed cAdvisor and a Python script for this).
 
-use std::{fmt::Write as _, io::Write as _, time::Duration};
+use std::{
+    fmt::Write as _,
+    io::{BufRead, Write as _},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -113,9 +118,14 @@ struct Stat {
 /// A connection to the service.
 struct Service {
     agent: ureq::Agent,
+    /// For the event stream: no limit on the whole exchange, only on silence.
+    streaming: ureq::Agent,
     base: String,
     token: Option<String>,
 }
+
+/// The service sends a comment every 5 s of silence: three missed mean it is gone.
+const STREAM_SILENCE: Duration = Duration::from_secs(15);
 
 impl Service {
     fn new(args: &ServiceArgs) -> anyhow::Result<Service> {
@@ -128,9 +138,7 @@ impl Service {
             ),
             None => None,
         };
-        let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(15)))
-            .http_status_as_error(false);
+        let mut tls = None;
         if let Some(path) = &args.ca_cert {
             use rustls_pki_types::{CertificateDer, pem::PemObject};
             let certs: Vec<ureq::tls::Certificate<'static>> = CertificateDer::pem_file_iter(path)
@@ -138,14 +146,31 @@ impl Service {
                 .map(|cert| cert.map(|c| ureq::tls::Certificate::from_der(&c).to_owned()))
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("parsing {}", path.display()))?;
-            config = config.tls_config(
+            tls = Some(
                 ureq::tls::TlsConfig::builder()
                     .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
                     .build(),
             );
         }
+        let config = || {
+            let config = ureq::Agent::config_builder().http_status_as_error(false);
+            match &tls {
+                Some(tls) => config.tls_config(tls.clone()),
+                None => config,
+            }
+        };
+        let streaming = config()
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_per_read(Some(STREAM_SILENCE))
+            .build()
+            .into();
+        let agent = config()
+            .timeout_global(Some(Duration::from_secs(15)))
+            .build()
+            .into();
         Ok(Service {
-            agent: config.build().into(),
+            agent,
+            streaming,
             base: args.url.trim_end_matches('/').to_owned(),
             token,
         })
@@ -166,6 +191,43 @@ impl Service {
         Ok((response.status().as_u16(), body))
     }
 
+    /// A channel that receives one message per `sample` event of the service's event stream,
+    /// read by a thread. It disconnects when the stream is not available (an older service,
+    /// an error) or ends.
+    fn samples(&self, container: &str) -> mpsc::Receiver<()> {
+        let (send, receive) = mpsc::sync_channel(16);
+        let encoded = percent_encoding::utf8_percent_encode(container, SEGMENT).to_string();
+        let url = format!("{}/api/v2/events?container={encoded}", self.base);
+        let mut request = self.streaming.get(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let spawned = std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || {
+                let Ok(response) = request.call() else {
+                    return;
+                };
+                if response.status() != 200 {
+                    return;
+                }
+                let reader = std::io::BufReader::new(response.into_body().into_reader());
+                for line in reader.lines() {
+                    let Ok(line) = line else { return };
+                    if line.trim_end() == "event: sample" {
+                        match send.try_send(()) {
+                            Ok(()) | Err(mpsc::TrySendError::Full(())) => {}
+                            Err(mpsc::TrySendError::Disconnected(())) => return,
+                        }
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::debug!("no event stream thread: {err}");
+        }
+        receive
+    }
+
     fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> anyhow::Result<T> {
         let (status, body) = self.fetch(path)?;
         if !(200..300).contains(&status) {
@@ -184,11 +246,15 @@ pub fn ps(args: &PsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `companion top`.
+/// `companion top`: redraws when the service announces a new sample on its event stream, at
+/// most once per `--refresh`; polls every `--refresh` when the stream is not available.
 pub fn top(args: &TopArgs) -> anyhow::Result<()> {
     let service = Service::new(&args.ps.service)?;
+    let samples = service.samples(&args.ps.container);
+    let mut streaming = true;
     let mut shown = 0;
     loop {
+        let began = Instant::now();
         let table = render(&service, &args.ps)?;
         // Home the cursor and clear the screen, like top.
         print!("\x1b[H\x1b[2J{table}");
@@ -197,7 +263,30 @@ pub fn top(args: &TopArgs) -> anyhow::Result<()> {
         if args.iterations.is_some_and(|n| shown >= n) {
             return Ok(());
         }
-        std::thread::sleep(args.refresh);
+        std::thread::sleep(args.refresh.saturating_sub(began.elapsed()));
+        if streaming {
+            streaming = wait_for_sample(&samples, args.refresh);
+        }
+    }
+}
+
+/// Returns at once when a sample was announced since the last call, else waits for the next
+/// one (at most `patience` and a few seconds). False when the stream is gone.
+fn wait_for_sample(samples: &mpsc::Receiver<()>, patience: Duration) -> bool {
+    let mut announced = false;
+    loop {
+        match samples.try_recv() {
+            Ok(()) => announced = true,
+            Err(mpsc::TryRecvError::Empty) => break,
+            Err(mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+    if announced {
+        return true;
+    }
+    match samples.recv_timeout(patience + Duration::from_secs(5)) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => true,
+        Err(mpsc::RecvTimeoutError::Disconnected) => false,
     }
 }
 

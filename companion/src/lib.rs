@@ -15,6 +15,7 @@ pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
+pub mod events;
 pub mod history;
 pub mod inventory;
 pub mod metrics;

@@ -26,7 +26,7 @@ use crate::{api::AppState, cgroup::CgroupReading, inventory::ContainerSummary, s
 pub async fn handler(State(state): State<AppState>) -> Response {
     let body = state
         .http_metrics
-        .exposition(of_samples(&state.shared.load()));
+        .exposition(of_samples(&state.shared.load()), &state.events);
     (
         [(
             header::CONTENT_TYPE,
@@ -420,12 +420,13 @@ impl HttpMetrics {
             .inc();
     }
 
-    /// The whole exposition: the part rendered from the publication, the live counters and heap figures, the end
-    /// marker.
-    pub fn exposition(&self, from_samples: &str) -> String {
+    /// The whole exposition: the part rendered from the publication, the live counters (HTTP,
+    /// event streams) and heap figures, the end marker.
+    pub fn exposition(&self, from_samples: &str, events: &crate::events::EventHub) -> String {
         let mut out = String::with_capacity(from_samples.len() + 1024);
         out.push_str(from_samples);
         let _ = text::encode_registry(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &events.registry());
         if let Some(heap) = heap_registry() {
             let _ = text::encode_registry(&mut out, &heap);
         }

@@ -11,6 +11,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
+    events::EventHub,
     inventory::InventoryState,
     model::Sample,
     sampler::Sampler,
@@ -23,6 +24,8 @@ pub struct Pipeline {
     pub sampler: Sampler,
     pub tracker: Box<dyn Tracker>,
     pub inventory: InventoryState,
+    /// Where each publication is told (`GET /api/v2/events`).
+    pub events: Arc<EventHub>,
 }
 
 impl Pipeline {
@@ -60,6 +63,9 @@ impl Pipeline {
             durations: current.durations.clone(),
             metrics: OnceLock::new(),
         });
+        // Told once published: a client that fetches on a `sample` event sees that sample.
+        self.events
+            .tell_sample(&shared.load().history, self.tracker.activity());
     }
 
     /// Takes samples every `period` on a fixed schedule (no drift: the n-th sample is due at

@@ -21,6 +21,7 @@ use crate::{
     },
     cgroup::{self, CgroupFs, CgroupReader, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
+    events::EventHub,
     inventory::{InventoryOptions, InventoryState},
     metrics::HttpMetrics,
     pipeline::Pipeline,
@@ -77,6 +78,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     privileges::keep_only(&privileges::needed(tracker.kind(), args.ptrace))?;
 
     let host = Arc::new(host_facts(&root, &args)?);
+    // An event stream holds its connection: at most as many streams as connections.
+    let events = EventHub::new(args.http.max_connections as usize);
     let mut pipeline = Pipeline {
         sampler: {
             let sampler = Sampler::new(SamplerOptions {
@@ -100,6 +103,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ticks_per_second: host.clock_ticks_per_second,
         }),
         tracker,
+        events: events.clone(),
     };
     // The first sample is published before the API accepts anyone: no empty history is seen.
     let shared = Store::new(args.history as usize, pipeline.tracker.kind());
@@ -150,10 +154,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             sample_period: args.sample_period,
             http_metrics: Arc::new(HttpMetrics::default()),
             host,
+            events: events.clone(),
         };
         let router = api::router(state, &admission);
         info!(%local, tls = server_options.tls.is_some(), auth = admission.auth.is_some(), "listening");
-        server::serve(listener, router, server_options, shutdown_signal()).await
+        // Event streams never end by themselves: they are ended first, so that stopping does
+        // not wait for them.
+        let shutdown = async move {
+            shutdown_signal().await;
+            events.close();
+        };
+        server::serve(listener, router, server_options, shutdown).await
     });
     stop.raise();
     if sampling.join().is_err() {
@@ -187,6 +198,7 @@ fn http_options(args: &HttpArgs) -> anyhow::Result<(Admission, ServerOptions)> {
         max_in_flight: args.max_in_flight as usize,
         request_timeout: args.request_timeout,
         max_buffered_bytes: args.max_buffered_bytes,
+        ui: args.ui,
     };
     let server_options = ServerOptions {
         tls,

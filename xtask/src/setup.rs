@@ -15,9 +15,9 @@ use crate::cmd::{self, run_to_stderr};
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// What bpf-linker's build needs (llvm-sys links libLLVM, libclang, polly and their libraries),
 /// then what the end-to-end tests run: `systemd-analyze` (checks the systemd unit), the
-/// Prometheus client's strict OpenMetrics parser (reads /metrics), and a real container runtime:
+/// Prometheus client's strict OpenMetrics parser (reads /metrics), a real container runtime:
 /// Docker (engine, containerd, runc), Podman, and a static busybox to make their test image from
-/// offline.
+/// offline, and a headless browser with its WebDriver (the web tests drive the page).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
     "podman",
+    "chromium",
+    "chromium-driver",
 ];
 /// Components of the nightly toolchain: `rust-src` for `-Z build-std=core`, `clippy` for `lint`.
 const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];

@@ -256,6 +256,43 @@ impl Activity {
 /// An open request of a connection; dropping it (answer sent or reset) counts as progress.
 pub struct OpenRequest(Arc<Activity>);
 
+/// An answer's body that counts each frame the connection takes as progress: a long answer (an
+/// event stream) that a client keeps reading never stalls, one it stopped reading does.
+pub struct Sending<B> {
+    inner: B,
+    open: OpenRequest,
+}
+
+impl<B: HttpBody + Unpin> HttpBody for Sending<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.open.0.progress();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Wraps a response's body so that the request stays open until the body is dropped, each
+/// frame sent counting as progress.
+pub fn sending(response: Response, open: OpenRequest) -> Response {
+    response.map(|inner| Body::new(Sending { inner, open }))
+}
+
 impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);

@@ -1,10 +1,13 @@
 //! The HTTP API: the v1.0 processes route, health, and the layers every request passes.
 
 mod error;
+mod events;
 pub mod guard;
 mod health;
+pub mod history;
 pub mod limits;
 pub mod server;
+mod ui;
 pub mod v1;
 pub mod v2;
 
@@ -24,7 +27,7 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 pub use error::ApiError;
 pub use guard::TokenAuth;
 
-use crate::{metrics::HttpMetrics, store::Shared};
+use crate::{events::EventHub, metrics::HttpMetrics, store::Shared};
 
 /// What every handler can see.
 #[derive(Clone)]
@@ -33,6 +36,8 @@ pub struct AppState {
     pub sample_period: Duration,
     pub http_metrics: Arc<HttpMetrics>,
     pub host: Arc<v2::Host>,
+    /// What `/api/v2/events` streams.
+    pub events: Arc<EventHub>,
 }
 
 /// How requests are admitted.
@@ -44,10 +49,15 @@ pub struct Admission {
     pub request_timeout: Duration,
     /// Bytes of built answers waiting to be sent, in all (a quarter of it per connection).
     pub max_buffered_bytes: u32,
+    /// Whether the web page is served at `/` (it holds no data: it is open without the token).
+    pub ui: bool,
 }
 
 /// Every route. `tests::openapi_covers_every_route` keeps the OpenAPI document in step.
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 14] = [
+    "/",
+    "/ui/app.js",
+    "/ui/app.css",
     "/healthz",
     "/metrics",
     "/openapi.json",
@@ -56,6 +66,9 @@ pub const ROUTES: [&str; 8] = [
     "/api/v2/containers",
     "/api/v2/containers/{id}",
     "/api/v2/containers/{id}/processes",
+    "/api/v2/containers/{id}/history",
+    "/api/v2/history",
+    "/api/v2/events",
 ];
 
 pub fn router(state: AppState, admission: &Admission) -> Router {
@@ -70,8 +83,10 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
         .route("/api/v2/containers", get(v2::containers))
         .route("/api/v2/containers/{id}", get(v2::container))
         .route("/api/v2/containers/{id}/processes", get(v2::processes))
+        .route("/api/v2/containers/{id}/history", get(history::one))
+        .route("/api/v2/history", get(history::all))
         .fallback(|| async { ApiError::NotFound })
-        .with_state(state)
+        .with_state(state.clone())
         .layer(middleware::from_fn_with_state(
             limits::ByteBudget::new(admission.max_buffered_bytes),
             limits::budget,
@@ -85,12 +100,27 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
             Arc::new(Semaphore::new(admission.max_in_flight)),
             limits::admit,
         ));
+    // The event stream is long-lived: outside the in-flight limit, the request timeout and
+    // compression (which would hold events back); the connection limit and the hub's own cap on
+    // open streams bound how many there are, and a client that stops reading stalls its
+    // connection, which the watchdog closes after the request timeout. Behind the token.
+    let routes = routes.merge(
+        Router::new()
+            .route("/api/v2/events", get(events::events))
+            .with_state(state),
+    );
     let routes = match &admission.auth {
         Some(auth) => routes.layer(middleware::from_fn_with_state(
             auth.clone(),
             guard::require_token,
         )),
         None => routes,
+    };
+    // The page's files hold no data: served without the token (the page asks for it).
+    let routes = if admission.ui {
+        routes.merge(ui::router().layer(CompressionLayer::new().gzip(true).deflate(true)))
+    } else {
+        routes
     };
     routes
         .layer(middleware::from_fn(guard::request_shape))
@@ -144,6 +174,10 @@ mod tests {
             "ContainerSummary",
             "Host",
             "Health",
+            "History",
+            "ContainerHistory",
+            "SampleEvent",
+            "ProcessEvent",
         ] {
             assert!(
                 doc.components

@@ -138,8 +138,8 @@ pub async fn serve(
         // The clock of `--header-timeout` starts now: a TLS handshake, an HTTP/2 preface and
         // the first request head all count against it.
         let activity = Activity::new(options.connection_buffer_bytes);
-        // Each request is open (for the watchdog) until its answer's body is dropped, and can
-        // reach the connection's byte budget.
+        // Each request is open (for the watchdog) until its answer's body is dropped, each frame
+        // sent counting as progress, and can reach the connection's byte budget.
         let service = {
             let (router, activity) = (router.clone(), activity.clone());
             TowerToHyperService::new(tower::service_fn(move |mut request: Request<Incoming>| {
@@ -148,7 +148,7 @@ pub async fn serve(
                 let router = router.clone();
                 async move {
                     let response = router.oneshot(request).await?;
-                    Ok::<_, Infallible>(limits::hold(response, open))
+                    Ok::<_, Infallible>(limits::sending(response, open))
                 }
             }))
         };

@@ -111,8 +111,22 @@ pub async fn processes(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-fn resolve(state: &AppState, reference: &str) -> Result<ContainerSummary, ApiError> {
+/// The container `reference` names: its cgroup path (starting with `/`, exact), or what
+/// [`Inventory::by_reference`](crate::inventory::Inventory::by_reference) resolves (an id, a
+/// name, a unique id prefix).
+pub(super) fn resolve(state: &AppState, reference: &str) -> Result<ContainerSummary, ApiError> {
     let published = state.shared.load();
+    if reference.starts_with('/') {
+        return published
+            .inventory
+            .containers
+            .iter()
+            .find(|c| &*c.path == reference)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::NoSuchContainer(format!("no container {reference} with listed processes"))
+            });
+    }
     match published.inventory.by_reference(reference).as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(ApiError::NoSuchContainer(format!(

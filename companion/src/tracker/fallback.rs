@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use tracing::error;
 
-use super::{Exit, Processes, Stop, Tracker, TrackerKind, TrackerStats, procscan::ProcScan};
+use super::{
+    ActivityLog, Exit, Processes, Stop, Tracker, TrackerKind, TrackerStats, procscan::ProcScan,
+};
 
 pub struct Fallback {
     current: Box<dyn Tracker>,
@@ -67,6 +69,10 @@ impl Tracker for Fallback {
 
     fn exits(&self) -> &[Exit] {
         self.current.exits()
+    }
+
+    fn activity(&self) -> &ActivityLog {
+        self.current.activity()
     }
 
     fn wait_until(&mut self, deadline: Instant, stop: &Stop) -> bool {

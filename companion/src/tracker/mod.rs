@@ -15,7 +15,7 @@ pub mod procscan;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Condvar, Mutex},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use serde::Serialize;
@@ -81,6 +81,54 @@ pub struct Exit {
     pub cpu_ns: Option<u64>,
 }
 
+/// A process event the tracker saw, kept for the event stream (`GET /api/v2/events`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activity {
+    pub kind: ActivityKind,
+    pub pid: Pid,
+    /// The container it happened in.
+    pub container: Arc<str>,
+    /// When the tracker learned of it.
+    pub at: SystemTime,
+    /// Exit code and terminating signal, for an exit when the kernel told them.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivityKind {
+    Exec,
+    Exit,
+}
+
+/// Activity kept from one refresh to the next at most; beyond it, events are only counted.
+pub const MAX_ACTIVITY: usize = 4096;
+
+/// The activity of one refresh, in the order it happened.
+#[derive(Debug, Default)]
+pub struct ActivityLog {
+    pub seen: Vec<Activity>,
+    /// Events beyond [`MAX_ACTIVITY`], not kept.
+    pub dropped: u64,
+}
+
+impl ActivityLog {
+    pub fn record(&mut self, activity: Activity) {
+        if self.seen.len() < MAX_ACTIVITY {
+            self.seen.push(activity);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// Moves this log's content into `published` (emptied first), keeping both allocations.
+    pub fn publish_into(&mut self, published: &mut ActivityLog) {
+        published.seen.clear();
+        std::mem::swap(&mut self.seen, &mut published.seen);
+        published.dropped = std::mem::take(&mut self.dropped);
+    }
+}
+
 pub trait Tracker: Send {
     fn kind(&self) -> TrackerKind;
 
@@ -92,6 +140,16 @@ pub trait Tracker: Send {
 
     /// Exits seen by the last refresh.
     fn exits(&self) -> &[Exit];
+
+    /// Execs and exits seen by the last refresh, in order (for the event stream). Trackers that
+    /// do not see process events have none.
+    fn activity(&self) -> &ActivityLog {
+        static NONE: ActivityLog = ActivityLog {
+            seen: Vec::new(),
+            dropped: 0,
+        };
+        &NONE
+    }
 
     /// Sleeps until `deadline` or until `stop` is raised, doing what the tracker needs meanwhile
     /// (draining kernel events). Returns false when stopped.

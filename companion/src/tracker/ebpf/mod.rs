@@ -12,7 +12,7 @@ mod tracefs;
 use std::{
     collections::HashSet,
     os::fd::AsRawFd,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, bail};
@@ -29,8 +29,8 @@ use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use tracing::{debug, info, warn};
 
 use super::{
-    ContainerNames, Exit, Processes, Stop, Tracked, Tracker, TrackerKind, TrackerStats,
-    procscan::scan,
+    Activity, ActivityKind, ActivityLog, ContainerNames, Exit, Processes, Stop, Tracked, Tracker,
+    TrackerKind, TrackerStats, procscan::scan,
 };
 use crate::{
     cgroup::{Hierarchy, Naming, container_of, read_membership},
@@ -73,6 +73,9 @@ pub struct EbpfTracker {
     /// Exits drained since the last refresh, and those the last refresh published.
     pending_exits: Vec<Exit>,
     exits: Vec<Exit>,
+    /// Execs and exits drained since the last refresh, and those the last refresh published.
+    pending_activity: ActivityLog,
+    activity: ActivityLog,
     /// While a reconciliation scans /proc: the pids events touched meanwhile.
     touched: Option<HashSet<Pid>>,
     stats: TrackerStats,
@@ -147,6 +150,8 @@ impl EbpfTracker {
             processes: Processes::new(),
             pending_exits: Vec::new(),
             exits: Vec::new(),
+            pending_activity: ActivityLog::default(),
+            activity: ActivityLog::default(),
             touched: None,
             stats: TrackerStats::default(),
             losses_seen: 0,
@@ -231,11 +236,27 @@ impl EbpfTracker {
             Event::Exec { pid } => {
                 if let Some(tracked) = self.processes.get_mut(&pid) {
                     tracked.execs = tracked.execs.wrapping_add(1);
+                    self.pending_activity.record(Activity {
+                        kind: ActivityKind::Exec,
+                        pid,
+                        container: tracked.container.clone(),
+                        at: SystemTime::now(),
+                        code: None,
+                        signal: None,
+                    });
                 }
             }
             Event::Exit { pid, cpu_ns } => {
                 self.touch(pid);
                 if let Some(tracked) = self.processes.remove(&pid) {
+                    self.pending_activity.record(Activity {
+                        kind: ActivityKind::Exit,
+                        pid,
+                        container: tracked.container.clone(),
+                        at: SystemTime::now(),
+                        code: None,
+                        signal: None,
+                    });
                     self.pending_exits.push(Exit {
                         pid,
                         container: tracked.container,
@@ -412,6 +433,7 @@ impl Tracker for EbpfTracker {
         }
         self.stats.events_lost = losses;
         self.exits = std::mem::take(&mut self.pending_exits);
+        self.pending_activity.publish_into(&mut self.activity);
         Ok(())
     }
 
@@ -421,6 +443,10 @@ impl Tracker for EbpfTracker {
 
     fn exits(&self) -> &[Exit] {
         &self.exits
+    }
+
+    fn activity(&self) -> &ActivityLog {
+        &self.activity
     }
 
     fn wait_until(&mut self, deadline: Instant, stop: &Stop) -> bool {
