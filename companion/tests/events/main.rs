@@ -16,13 +16,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use testbed::{
     Container, Hierarchy, Pid, Service, TestCgroup, Tracker,
     http::{self, Response},
     service::companion_bin,
     spawn, unique_id, wait_for,
 };
-use serde_json::Value;
 
 // --- an SSE client ----------------------------------------------------------------------------
 

@@ -5,22 +5,17 @@
 //! Each test says in a `Without the fix:` line what fails without it.
 
 use std::{
-    fs,
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
-    os::unix::fs::PermissionsExt,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use testbed::{
-    Hierarchy, Pid, Service, TestCgroup, Tracker, api, cpu_heavy, http,
-    oneshot::run_to_exit,
-    proc,
+    Hierarchy, Pid, Service, TestCgroup, Tracker, cpu_heavy, http, proc,
     service::{StartOptions, test_period},
     spawn, tls, wait_for,
 };
-use serde_json::Value;
 
 /// Reads until the peer closes (EOF or reset) or `limit` passes; `Some(elapsed)` when closed.
 fn closed_within(stream: &mut (impl Read + ?Sized), limit: Duration) -> Option<Duration> {
@@ -431,9 +426,3 @@ fn rapid_reset_reconnects_do_not_flood_the_log() {
         warnings[..warnings.len().min(10)].join("\n")
     );
 }
-
-// --- 8. `//` paths and bad escapes -------------------------------------------------------------
-
-/// `//api/v1.0/…` (a base URL ending in `/`) is redirected with 301 to the cleaned path, query
-/// kept, and the redirect leads to the answer; a malformed percent-escape gets 400.
-/// Without the fix: 404 for the `//` path, 500 ("not found") for `%zz`.

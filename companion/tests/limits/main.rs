@@ -15,11 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use testbed::{
     Container, Hierarchy, Pid, Service, TestCgroup, Tracker, cpu_heavy, openmetrics, proc,
     service::companion_bin, spawn, unique_id, wait_for,
 };
-use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 

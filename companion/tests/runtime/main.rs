@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use testbed::{
     Hierarchy, Pid, Service, TestCgroup, Tracker, api, cpu_heavy,
     docker::{self, Docker, RunningContainer},
@@ -21,7 +22,6 @@ use testbed::{
     service::companion_bin,
     unique_id, wait_for,
 };
-use serde_json::Value;
 
 /// The sample period of these tests.
 const PERIOD: &str = "500ms";

@@ -16,12 +16,12 @@ use std::{
     time::Duration,
 };
 
+use fantoccini::{Client, ClientBuilder, Locator, wd::WebDriverCompatibleCommand};
+use serde_json::{Value, json};
 use testbed::{
     Container, Hierarchy, Pid, Service, TestCgroup, Tracker, cpu_heavy, service::free_port, spawn,
     unique_id, wait_for,
 };
-use fantoccini::{Client, ClientBuilder, Locator, wd::WebDriverCompatibleCommand};
-use serde_json::{Value, json};
 
 // --- the browser -------------------------------------------------------------------------------
 
