@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::{CgroupFs, Identity},
+    exits::ExitTotals,
     history::History,
     model::ProcessSample,
 };
@@ -35,6 +36,9 @@ pub struct ContainerSummary {
     pub rss_bytes: u64,
     /// The cgroup's memory limit, when it has one.
     pub memory_limit_bytes: Option<u64>,
+    /// Ends and OOM kills since the service started following it (the exit ledger's totals).
+    #[serde(flatten)]
+    pub exits: ExitTotals,
 }
 
 /// The figures of one sample.
@@ -138,6 +142,7 @@ impl InventoryState {
                 cpu_seconds_total: self.cpu_seconds.get(path).copied().unwrap_or_default(),
                 rss_bytes: totals.rss_kb * 1024,
                 memory_limit_bytes: limit,
+                exits: ExitTotals::default(),
             });
         }
         // Forget containers that are gone.

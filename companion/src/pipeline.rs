@@ -1,7 +1,7 @@
 //! The write side: the sampler thread's loop.
 //!
 //! [`Pipeline::run`] keeps a fixed schedule; each tick it takes a sample, appends it to the
-//! history, computes the inventory and publishes the result in the [`store`](crate::store).
+//! history, computes the inventory, records what ended in the exit ledger and publishes the result in the [`store`](crate::store).
 
 use std::{
     sync::{Arc, OnceLock},
@@ -11,6 +11,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
+    exits::Ledger,
     inventory::InventoryState,
     model::Sample,
     sampler::Sampler,
@@ -23,6 +24,7 @@ pub struct Pipeline {
     pub sampler: Sampler,
     pub tracker: Box<dyn Tracker>,
     pub inventory: InventoryState,
+    pub ledger: Ledger,
 }
 
 impl Pipeline {
@@ -48,8 +50,19 @@ impl Pipeline {
                 .count(),
             open_descriptors: self.sampler.open_descriptors(),
         };
+        self.ledger.record(
+            self.sampler.take_ended(),
+            sample
+                .containers()
+                .filter(|(_, processes, _)| !processes.is_empty())
+                .map(|(path, _, _)| path),
+        );
+        let exits = self.ledger.exits();
         let history = current.history.with(sample);
-        let inventory = self.inventory.update(&history);
+        let mut inventory = self.inventory.update(&history);
+        for container in &mut inventory.containers {
+            container.exits = exits.totals(&container.path);
+        }
         current.durations.0.observe(sampling.last_sample_seconds);
         shared.publish(Published {
             history,
@@ -57,6 +70,7 @@ impl Pipeline {
             tracker_stats: self.tracker.stats(),
             sampling,
             inventory,
+            exits,
             durations: current.durations.clone(),
             metrics: OnceLock::new(),
         });

@@ -12,11 +12,12 @@ use tracing::debug;
 
 use crate::{
     cgroup::{Naming, container_of},
+    exits::{Ended, LastSeen},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
     },
-    tracker::{Tracked, Tracker},
+    tracker::{Tracked, Tracker, TrackerKind},
 };
 
 /// A process as the sampler last read it.
@@ -51,6 +52,11 @@ pub struct Sampler {
     previous_boot_ticks: u64,
     /// Processes that left during the current pass.
     departed: Vec<Departed>,
+    /// Processes that ended, for the exit ledger; taken after each pass.
+    ended: Vec<Ended>,
+    /// Processes gone without an exit event from the eBPF tracker: the event may come with the
+    /// next refresh (they died between that refresh and their read), so they wait one pass.
+    limbo: Vec<Ended>,
     buf: Vec<u8>,
 }
 
@@ -85,12 +91,19 @@ impl Sampler {
             pass: 0,
             previous_boot_ticks: u64::MAX,
             departed: Vec::new(),
+            ended: Vec::new(),
+            limbo: Vec::new(),
             buf: Vec::with_capacity(4096),
         }
     }
 
     pub fn open_descriptors(&self) -> usize {
         self.open
+    }
+
+    /// The processes that ended since the last call, for the exit ledger.
+    pub fn take_ended(&mut self) -> Vec<Ended> {
+        std::mem::take(&mut self.ended)
     }
 
     /// One pass: refresh the tracker, read every tracked process, note who left.
@@ -111,7 +124,7 @@ impl Sampler {
         }
         self.buf = buf;
 
-        let departed = self.collect_departed(tracker, boot_ticks);
+        let departed = self.collect_departed(tracker, boot_ticks, timestamp);
         self.previous_boot_ticks = boot_ticks;
         Ok(Sample::new(timestamp, boot_ticks, sampled, departed))
     }
@@ -142,6 +155,14 @@ impl Sampler {
                 // Same pid, another start time (only possible without open files): the old
                 // process departs, the new one is read from scratch.
                 let old = self.cache.remove(&pid).expect("cached");
+                self.ended.push(Ended {
+                    pid,
+                    container: old.info.container.clone(),
+                    last: Some(old.last_seen()),
+                    exit: None,
+                    parent_cmdline: None,
+                    noticed: SystemTime::now(),
+                });
                 self.depart(old, None);
                 self.read_new_process(pid, tracked, buf)
             }
@@ -242,16 +263,16 @@ impl Sampler {
     /// Processes cached but not seen in this pass left their container (or the host): they
     /// depart with their CPU time at exit when the tracker knows it. Exits of processes the
     /// sampler never saw (born and gone between two samples) depart too, so their CPU counts.
-    fn collect_departed(&mut self, tracker: &dyn Tracker, boot_ticks: u64) -> Vec<Departed> {
+    /// Both kinds go to the exit ledger; a process that left its container alive does not.
+    fn collect_departed(
+        &mut self,
+        tracker: &dyn Tracker,
+        boot_ticks: u64,
+        timestamp: SystemTime,
+    ) -> Vec<Departed> {
         let exits = tracker.exits();
+        let events = tracker.kind() == TrackerKind::Ebpf;
         let tps = self.ticks_per_second;
-        let exit_ticks = |pid: Pid| {
-            exits
-                .iter()
-                .find(|e| e.pid == pid)
-                .and_then(|e| e.cpu_ns)
-                .map(|ns| ns_to_ticks(ns, tps))
-        };
         let pass = self.pass;
         let gone: Vec<Pid> = self
             .cache
@@ -259,15 +280,48 @@ impl Sampler {
             .filter(|(_, cached)| cached.seen_in != pass)
             .map(|(&pid, _)| pid)
             .collect();
+        let mut limbo = Vec::new();
         for pid in gone {
             let cached = self.cache.remove(&pid).expect("listed");
-            self.depart(cached, exit_ticks(pid));
+            let exit = exits.iter().find(|e| e.pid == pid);
+            let end = Ended {
+                pid,
+                container: cached.info.container.clone(),
+                last: Some(cached.last_seen()),
+                exit: exit.cloned(),
+                parent_cmdline: None,
+                noticed: timestamp,
+            };
+            let alive = exit.is_none() && self.still_alive(pid, cached.info.starttime);
+            self.depart(
+                cached,
+                exit.and_then(|e| e.cpu_ns).map(|ns| ns_to_ticks(ns, tps)),
+            );
+            match (exit, alive) {
+                (Some(_), _) => self.ended.push(end),
+                // Moved out of every container: not an end.
+                (None, true) => {}
+                (None, false) if events => limbo.push(end),
+                (None, false) => self.ended.push(end),
+            }
         }
         crate::tracker::shrink_after_churn(&mut self.cache);
+        let mut waiting = std::mem::take(&mut self.limbo);
         for exit in exits {
+            if let Some(at) = waiting.iter().position(|e| e.pid == exit.pid) {
+                // Departed at the previous pass with its last sampled CPU: the event completes
+                // the ledger's record.
+                let mut end = waiting.swap_remove(at);
+                end.exit = Some(exit.clone());
+                self.ended.push(end);
+                continue;
+            }
             let sampled = self.cache.contains_key(&exit.pid)
                 || self.departed.iter().any(|d| d.info.pid == exit.pid);
-            if let (false, Some(ns)) = (sampled, exit.cpu_ns) {
+            if sampled {
+                continue;
+            }
+            if let Some(ns) = exit.cpu_ns {
                 let ticks = ns_to_ticks(ns, tps);
                 self.departed.push(Departed {
                     info: Arc::new(ProcessInfo {
@@ -282,8 +336,36 @@ impl Sampler {
                     recent_ticks: ticks,
                 });
             }
+            let parent_cmdline = exit
+                .details
+                .as_ref()
+                .and_then(|d| self.cache.get(&d.ppid))
+                .map(|parent| parent.info.cmdline.clone());
+            self.ended.push(Ended {
+                pid: exit.pid,
+                container: exit.container.clone(),
+                last: None,
+                exit: Some(exit.clone()),
+                parent_cmdline,
+                noticed: timestamp,
+            });
         }
+        // No event came for them: they ended all the same, how is unknown.
+        self.ended.append(&mut waiting);
+        self.limbo = limbo;
         std::mem::take(&mut self.departed)
+    }
+
+    /// Whether `pid` still names the process that started at `starttime` (it left its
+    /// container alive rather than exited).
+    fn still_alive(&mut self, pid: Pid, starttime: u64) -> bool {
+        let mut buf = std::mem::take(&mut self.buf);
+        let alive = matches!(
+            read(&self.options.root, pid, "stat", None, &mut buf),
+            Read::Text
+        ) && Stat::parse(&buf).is_ok_and(|stat| stat.starttime == starttime);
+        self.buf = buf;
+        alive
     }
 }
 
@@ -389,6 +471,14 @@ enum Refreshed {
 }
 
 impl Cached {
+    fn last_seen(&self) -> LastSeen {
+        LastSeen {
+            info: self.info.clone(),
+            stat: self.stat.value.clone(),
+            status: self.status.as_ref().map(|s| s.value.clone()),
+        }
+    }
+
     fn sample(&self) -> ProcessSample {
         ProcessSample {
             info: self.info.clone(),
@@ -732,11 +822,13 @@ mod tests {
                 pid: 10,
                 container: container.clone(),
                 cpu_ns: Some(1_500_000_000 * 100 / sampler.ticks_per_second),
+                ..Exit::default()
             },
             Exit {
                 pid: 20,
                 container,
                 cpu_ns: Some(300_000_000 * 100 / sampler.ticks_per_second),
+                ..Exit::default()
             },
         ];
         let sample = sampler.sample(&mut tracker).unwrap();

@@ -45,7 +45,7 @@ pub struct Admission {
 }
 
 /// Every route. `tests::openapi_covers_every_route` keeps the OpenAPI document in step.
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 10] = [
     "/healthz",
     "/metrics",
     "/openapi.json",
@@ -54,6 +54,8 @@ pub const ROUTES: [&str; 8] = [
     "/api/v2/containers",
     "/api/v2/containers/{id}",
     "/api/v2/containers/{id}/processes",
+    "/api/v2/containers/{id}/exits",
+    "/api/v2/exits",
 ];
 
 pub fn router(state: AppState, admission: &Admission) -> Router {
@@ -68,6 +70,8 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
         .route("/api/v2/containers", get(v2::containers))
         .route("/api/v2/containers/{id}", get(v2::container))
         .route("/api/v2/containers/{id}/processes", get(v2::processes))
+        .route("/api/v2/containers/{id}/exits", get(v2::container_exits))
+        .route("/api/v2/exits", get(v2::exits))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
         .layer(CompressionLayer::new().gzip(true).deflate(true))
