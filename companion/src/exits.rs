@@ -555,9 +555,16 @@ fn split(total: u64, user: u64, system: u64) -> (u64, u64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tracker::ExitDetails;
+
+    /// A record with every field filled, for the API document's checks.
+    pub(crate) fn record() -> ExitRecord {
+        let mut end = ended("/a", 1, 9, true);
+        end.last = None;
+        to_record(end, &Clock::now(), 100)
+    }
 
     fn ledger(per_container: usize, total: usize) -> Ledger {
         Ledger::new(LedgerOptions {

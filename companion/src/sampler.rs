@@ -356,14 +356,16 @@ impl Sampler {
         std::mem::take(&mut self.departed)
     }
 
-    /// Whether `pid` still names the process that started at `starttime` (it left its
-    /// container alive rather than exited).
+    /// Whether `pid` still names the process that started at `starttime` and has not exited
+    /// (it left its container alive). A zombie has exited: its parent has not reaped it yet.
     fn still_alive(&mut self, pid: Pid, starttime: u64) -> bool {
         let mut buf = std::mem::take(&mut self.buf);
         let alive = matches!(
             read(&self.options.root, pid, "stat", None, &mut buf),
             Read::Text
-        ) && Stat::parse(&buf).is_ok_and(|stat| stat.starttime == starttime);
+        ) && Stat::parse(&buf).is_ok_and(|stat| {
+            stat.starttime == starttime && !matches!(stat.state.as_str(), "Z" | "X")
+        });
         self.buf = buf;
         alive
     }

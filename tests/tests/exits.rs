@@ -11,7 +11,7 @@ use std::{
 
 use companion_tests::{
     Container, Hierarchy, Pid, Service, TestCgroup, Tracker, both_trackers, cpu_heavy,
-    http::encode_path, openmetrics, spawn, wait_children, wait_threads,
+    http::encode_path, openmetrics, spawn, unique_id, wait_children, wait_threads,
 };
 use nix::{sys::signal::Signal, unistd::Pid as NixPid};
 use serde_json::Value;
@@ -268,7 +268,11 @@ fn check(found: &Value, ebpf: bool, code: Option<i64>, signal: Option<i64>) {
 /// counter; the listing and /metrics agree. Its container keeps its entries after removal.
 fn oom_kill(tracker: Tracker) {
     let cg = TestCgroup::new();
-    let c = cg.container(&[Hierarchy::Cpu, Hierarchy::Memory]);
+    // Docker-style, so the removed container is found by its id as well.
+    let c = cg.container_at(
+        &format!("/docker/{}", unique_id()),
+        &[Hierarchy::Cpu, Hierarchy::Memory],
+    );
     let memory = c.dir(Hierarchy::Memory);
     std::fs::write(memory.join("memory.limit_in_bytes"), "48M").unwrap();
     let _ = std::fs::write(memory.join("memory.memsw.limit_in_bytes"), "48M");
@@ -366,8 +370,9 @@ fn oom_kill(tracker: Tracker) {
             .any(|e| e["pid"] == hog)
     );
     let id = path.rsplit('/').next().unwrap();
-    let by_id = service.get(&format!("/api/v2/containers/{}/exits", &id[..20]));
+    let by_id = service.get(&format!("/api/v2/containers/{id}/exits"));
     assert_eq!(by_id.status, 200, "{}", by_id.text());
+    assert_eq!(by_id.json()["container"], path.as_str());
 }
 
 both_trackers!(codes_and_signals, oom_kill);

@@ -146,6 +146,9 @@ mod tests {
             "ContainerSummary",
             "Host",
             "Health",
+            "Exit",
+            "ContainerExits",
+            "AllExits",
         ] {
             assert!(
                 doc.components
@@ -181,5 +184,18 @@ mod tests {
             keys("Status"),
             served(serde_json::to_value(crate::procfs::Status::default()).unwrap())
         );
+        let mut exit = keys("Exit");
+        let mut served_exit = served(serde_json::to_value(crate::exits::tests::record()).unwrap());
+        exit.sort_unstable();
+        served_exit.sort_unstable();
+        assert_eq!(exit, served_exit);
+        let mut summary = keys("ContainerSummary");
+        summary.sort_unstable();
+        for key in served(serde_json::to_value(crate::exits::ExitTotals::default()).unwrap()) {
+            assert!(
+                summary.contains(&key),
+                "{key} documented in ContainerSummary"
+            );
+        }
     }
 }

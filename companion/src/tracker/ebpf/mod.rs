@@ -317,7 +317,7 @@ impl EbpfTracker {
                     self.processes.remove(&pid);
                     return;
                 }
-                if !self.is_process(pid) {
+                if self.is_process(pid) == Some(false) {
                     // A single thread moved (v1 `tasks`): the leader's cgroup decides.
                     let _ = self.kernel_set.remove(&pid);
                     return;
@@ -355,12 +355,18 @@ impl EbpfTracker {
         Some(self.names.intern(path))
     }
 
-    /// Whether `pid` is a thread-group leader (a process) rather than one of its threads.
-    fn is_process(&mut self, pid: Pid) -> bool {
-        if self.root.read(pid, "status", &mut self.buf).is_err() {
-            return false;
+    /// Whether `pid` is a thread-group leader (a process) rather than one of its threads;
+    /// `None` when it is gone already. A process gone since its move is kept: its exit event
+    /// follows and goes to the exit ledger (a thread's never comes; the entry is then dropped
+    /// by the next reconciliation).
+    fn is_process(&mut self, pid: Pid) -> Option<bool> {
+        match self.root.read(pid, "status", &mut self.buf) {
+            Ok(()) => {
+                Some(Status::parse(&self.buf).is_ok_and(|status| status.tgid == u64::from(pid)))
+            }
+            Err(err) if crate::procfs::is_gone(&err) => None,
+            Err(_) => Some(false),
         }
-        Status::parse(&self.buf).is_ok_and(|status| status.tgid == u64::from(pid))
     }
 
     /// Sum of the kernel side's loss counters over all CPUs. An error here means the kernel
