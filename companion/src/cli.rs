@@ -183,7 +183,7 @@ pub struct ServeArgs {
     pub metrics_top_processes: usize,
 
     /// Exit ledger: processes that ended kept per container (newest; see `GET
-    /// /api/v2/containers/{ref}/exits`). About 300 bytes plus the command line each.
+    /// /api/v2/containers/{ref}/exits`). About 330 bytes plus the name and command line each.
     #[arg(long, env = "COMPANION_EXITS_PER_CONTAINER", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub exits_per_container: u32,
