@@ -18,10 +18,16 @@ pub const EVENT_ATTACH: u32 = 4;
 /// that is not tracked: userspace must look up its cgroup.
 pub const EVENT_FORK_INTO_CGROUP: u32 = 5;
 
-/// Flag of [`ProcEvent::flags`]: `cpu_ns` holds the process's CPU time at exit.
-pub const FLAG_CPU_KNOWN: u32 = 1;
+/// The OOM killer chose a tracked process as its victim (see [`OomEvent`]).
+pub const EVENT_OOM: u32 = 6;
 
-/// Fork, exec and exit events. Every event starts with its `kind`.
+/// Flag of [`ExitEvent::flags`]: `cpu_ns` holds the process's CPU time at exit.
+pub const FLAG_CPU_KNOWN: u32 = 1;
+/// Flag of [`ExitEvent::flags`]: the wait status, parent, name, times and peak RSS are filled
+/// (the kernel's BTF gave every struct member they are read from).
+pub const FLAG_DETAILS_KNOWN: u32 = 2;
+
+/// Fork events. Every event starts with its `kind`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcEvent {
@@ -31,8 +37,73 @@ pub struct ProcEvent {
     /// For forks: the tgid of the parent. Zero otherwise.
     pub parent: u32,
     pub flags: u32,
-    /// For exits: CPU time of all threads, in nanoseconds, when `FLAG_CPU_KNOWN` is set.
+    /// Unused (zero): keeps the layout of the other events' first fields.
     pub cpu_ns: u64,
+}
+
+/// Longest command line an [`ExecEvent`] carries; longer ones are cut.
+pub const ARGS_CAP: usize = 256;
+
+/// A tracked process called execve. `args` holds the start of its new argument area
+/// (NUL-separated, `args_len` bytes valid), so a process that exits before any sample still has
+/// its command known; `args_len` is 0 when capturing is off or the read failed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub args_len: u32,
+    /// Length of the whole argument area, which may exceed `ARGS_CAP`.
+    pub args_total: u32,
+    pub args: [u8; ARGS_CAP],
+}
+
+/// The last thread of a tracked process exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub kind: u32,
+    pub pid: u32,
+    pub flags: u32,
+    /// The wait status its parent sees: exit code in bits 8–15, terminating signal in bits
+    /// 0–6, core dumped in bit 7 (`FLAG_DETAILS_KNOWN`).
+    pub status: u32,
+    /// The parent's tgid at exit (`FLAG_DETAILS_KNOWN`).
+    pub ppid: u32,
+    pub _reserved: u32,
+    /// CPU time of all its threads, in nanoseconds (`FLAG_CPU_KNOWN`).
+    pub cpu_ns: u64,
+    /// The kernel's tick-sampled user and system time (threads gone and the last one), in
+    /// nanoseconds: their ratio splits `cpu_ns` (`FLAG_DETAILS_KNOWN`).
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// Start of the process and time of the exit, nanoseconds since boot (`CLOCK_BOOTTIME`).
+    pub start_boot_ns: u64,
+    pub end_boot_ns: u64,
+    /// Peak resident set of the process, in pages (`signal->maxrss`).
+    pub maxrss_pages: u64,
+    /// The thread-group leader's name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// A figure an [`OomEvent`] does not carry on this kernel.
+pub const NO_FIGURE: u64 = u64::MAX;
+
+/// `oom:mark_victim` for a tracked process: the figures the tracepoint carries, in kB, each
+/// `NO_FIGURE` when this kernel's tracepoint lacks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    pub kind: u32,
+    pub pid: u32,
+    /// `oom_score_adj` of the victim, `i32::MIN` when absent.
+    pub oom_score_adj: i32,
+    pub _reserved: u32,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pgtables_kb: u64,
 }
 
 /// Longest cgroup path carried by an [`AttachEvent`]; longer paths are cut and flagged, and
@@ -83,6 +154,37 @@ pub struct Config {
     pub task_signal: FieldOffset,
     pub signal_sum_sched_runtime: FieldOffset,
     pub task_sum_exec_runtime: FieldOffset,
+    /// Kernel struct members for the rest of an exit's record (all or none: `ABSENT` in
+    /// `task_exit_code` turns the details off): `task_struct.{exit_code, group_leader,
+    /// real_parent, tgid, comm, start_boottime, utime, stime}`, `signal_struct.{group_exit_code,
+    /// utime, stime, maxrss}`.
+    pub task_exit_code: FieldOffset,
+    pub task_group_leader: FieldOffset,
+    pub task_real_parent: FieldOffset,
+    pub task_tgid: FieldOffset,
+    pub task_comm: FieldOffset,
+    pub task_start_boottime: FieldOffset,
+    pub task_utime: FieldOffset,
+    pub task_stime: FieldOffset,
+    pub signal_group_exit_code: FieldOffset,
+    pub signal_utime: FieldOffset,
+    pub signal_stime: FieldOffset,
+    pub signal_maxrss: FieldOffset,
+    /// For the command line at exec: `task_struct.mm`, `mm_struct.{arg_start, arg_end}`, and
+    /// how many bytes to copy (0: none, as with `--cmdline none`).
+    pub task_mm: FieldOffset,
+    pub mm_arg_start: FieldOffset,
+    pub mm_arg_end: FieldOffset,
+    pub exec_args_cap: u32,
+    /// `oom/mark_victim` fields (`oom_pid` `ABSENT`: the tracepoint is not attached).
+    pub oom_pid: FieldOffset,
+    pub oom_total_vm: FieldOffset,
+    pub oom_anon_rss: FieldOffset,
+    pub oom_file_rss: FieldOffset,
+    pub oom_shmem_rss: FieldOffset,
+    pub oom_pgtables: FieldOffset,
+    pub oom_score_adj: FieldOffset,
+    pub _reserved: u32,
     /// Userspace is woken only once this many bytes wait in the ring buffer; it drains the rest
     /// on its own schedule, so a busy host does not cost a wakeup per event.
     pub wakeup_bytes: u64,
@@ -103,6 +205,30 @@ impl Config {
         task_signal: ABSENT,
         signal_sum_sched_runtime: ABSENT,
         task_sum_exec_runtime: ABSENT,
+        task_exit_code: ABSENT,
+        task_group_leader: ABSENT,
+        task_real_parent: ABSENT,
+        task_tgid: ABSENT,
+        task_comm: ABSENT,
+        task_start_boottime: ABSENT,
+        task_utime: ABSENT,
+        task_stime: ABSENT,
+        signal_group_exit_code: ABSENT,
+        signal_utime: ABSENT,
+        signal_stime: ABSENT,
+        signal_maxrss: ABSENT,
+        task_mm: ABSENT,
+        mm_arg_start: ABSENT,
+        mm_arg_end: ABSENT,
+        exec_args_cap: 0,
+        oom_pid: ABSENT,
+        oom_total_vm: ABSENT,
+        oom_anon_rss: ABSENT,
+        oom_file_rss: ABSENT,
+        oom_shmem_rss: ABSENT,
+        oom_pgtables: ABSENT,
+        oom_score_adj: ABSENT,
+        _reserved: 0,
         wakeup_bytes: 0,
     };
 }
@@ -118,4 +244,6 @@ mod user {
     // SAFETY: plain `#[repr(C)]` data without padding or pointers.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ProcEvent {}
+    unsafe impl aya::Pod for super::ExitEvent {}
+    unsafe impl aya::Pod for super::OomEvent {}
 }

@@ -7,8 +7,12 @@
 //! it, and leaves it when it exits or is attached to the root cgroup. Only events about processes
 //! in the set reach userspace, so host processes cost nothing beyond the map lookup.
 //!
+//! Exits carry what the exit ledger records (wait status, parent, name, times, peak RSS), execs
+//! the start of the new command line, and `oom:mark_victim` reports OOM victims.
+//!
 //! No kernel layout is compiled in: tracepoint field offsets and the few struct members read at
-//! exit come from the `CONFIG` global, which userspace fills at load time from tracefs and BTF.
+//! exec and exit come from the `CONFIG` global, which userspace fills at load time from tracefs
+//! and BTF.
 #![no_std]
 #![no_main]
 
@@ -16,17 +20,18 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
-        generated::bpf_get_current_task,
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
+        generated::{bpf_get_current_task, bpf_probe_read_user},
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use companion_common::{
-    ABSENT, AttachEvent, CGROUP_PATH_CAP, COUNTER_LOST, COUNTER_MAP_FULL, COUNTERS, Config,
-    EVENT_ATTACH, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FORK_INTO_CGROUP, FLAG_CPU_KNOWN,
-    ProcEvent,
+    ABSENT, ARGS_CAP, AttachEvent, CGROUP_PATH_CAP, COUNTER_LOST, COUNTER_MAP_FULL, COUNTERS,
+    Config, EVENT_ATTACH, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FORK_INTO_CGROUP, EVENT_OOM,
+    ExecEvent, ExitEvent, FLAG_CPU_KNOWN, FLAG_DETAILS_KNOWN, NO_FIGURE, OomEvent, ProcEvent,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -70,13 +75,13 @@ fn wakeup_flags() -> u64 {
     }
 }
 
-fn emit(kind: u32, pid: u32, parent: u32, flags: u32, cpu_ns: u64) {
+fn emit_fork(kind: u32, pid: u32, parent: u32) {
     let event = ProcEvent {
         kind,
         pid,
         parent,
-        flags,
-        cpu_ns,
+        flags: 0,
+        cpu_ns: 0,
     };
     if EVENTS.output::<ProcEvent>(&event, wakeup_flags()).is_err() {
         count(COUNTER_LOST);
@@ -118,12 +123,12 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     if is_tracked(parent) {
         track(child);
-        emit(EVENT_FORK, child, parent, 0, 0);
+        emit_fork(EVENT_FORK, child, parent);
     } else if clone_flags & CLONE_INTO_CGROUP != 0 && config!(tracked_root) == 0 {
         // Born straight into a v2 cgroup: track it until userspace has looked at its cgroup,
         // so children it forks meanwhile are not lost.
         track(child);
-        emit(EVENT_FORK_INTO_CGROUP, child, parent, 0, 0);
+        emit_fork(EVENT_FORK_INTO_CGROUP, child, parent);
     }
     Some(())
 }
@@ -132,10 +137,63 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     // After exec the caller is the thread-group leader, whatever thread called execve.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if is_tracked(tgid) {
-        emit(EVENT_EXEC, tgid, 0, 0, 0);
+    if !is_tracked(tgid) {
+        return 0;
     }
+    let cap = u64::from(config!(exec_args_cap)).min(ARGS_CAP as u64);
+    let area = arg_area();
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(COUNTER_LOST);
+        return 0;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to reserved ring buffer memory of the right size.
+    unsafe {
+        (*event).kind = EVENT_EXEC;
+        (*event).pid = tgid;
+        (*event).args_len = 0;
+        (*event).args_total = 0;
+        if let Some((start, total)) = area {
+            (*event).args_total = total as u32;
+            let mut len = total;
+            if len > cap {
+                len = cap;
+            }
+            if len > ARGS_CAP as u64 {
+                len = ARGS_CAP as u64;
+            }
+            if len > 0
+                && bpf_probe_read_user(
+                    (&raw mut (*event).args).cast(),
+                    len as u32,
+                    start as *const core::ffi::c_void,
+                ) == 0
+            {
+                (*event).args_len = len as u32;
+            }
+        }
+    }
+    entry.submit(wakeup_flags());
     0
+}
+
+/// Where the current process's new arguments are: (start address, length).
+fn arg_area() -> Option<(u64, u64)> {
+    let (task_mm, arg_start, arg_end) =
+        (config!(task_mm), config!(mm_arg_start), config!(mm_arg_end));
+    if config!(exec_args_cap) == 0 || task_mm == ABSENT || arg_start == ABSENT || arg_end == ABSENT
+    {
+        return None;
+    }
+    // SAFETY: probe reads at offsets from this kernel's BTF; a bad address fails the helper.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let mm: *const u8 =
+            bpf_probe_read_kernel(task.add(task_mm as usize) as *const *const u8).ok()?;
+        let start: u64 = bpf_probe_read_kernel(mm.add(arg_start as usize) as *const u64).ok()?;
+        let end: u64 = bpf_probe_read_kernel(mm.add(arg_end as usize) as *const u64).ok()?;
+        (end > start).then_some((start, end - start))
+    }
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
@@ -154,9 +212,22 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = TRACKED.remove(tgid);
-    match exit_cpu_ns() {
-        Some(cpu_ns) => emit(EVENT_EXIT, tgid, 0, FLAG_CPU_KNOWN, cpu_ns),
-        None => emit(EVENT_EXIT, tgid, 0, 0, 0),
+    let mut event = ExitEvent {
+        kind: EVENT_EXIT,
+        pid: tgid,
+        ..ExitEvent::default()
+    };
+    if let Some(cpu_ns) = exit_cpu_ns() {
+        event.cpu_ns = cpu_ns;
+        event.flags |= FLAG_CPU_KNOWN;
+    }
+    if exit_details(&mut event).is_some() {
+        event.flags |= FLAG_DETAILS_KNOWN;
+    }
+    // SAFETY: a helper without arguments.
+    event.end_boot_ns = unsafe { bpf_ktime_get_boot_ns() };
+    if EVENTS.output::<ExitEvent>(&event, wakeup_flags()).is_err() {
+        count(COUNTER_LOST);
     }
     0
 }
@@ -182,6 +253,96 @@ fn exit_cpu_ns() -> Option<u64> {
             bpf_probe_read_kernel(task.add(sum_exec_runtime as usize) as *const u64).ok()?;
         Some(dead_threads + this_thread)
     }
+}
+
+/// Reads `T` at `base + offset` in kernel memory.
+///
+/// # Safety
+/// `offset` must come from this kernel's BTF for the struct `base` points to.
+unsafe fn member<T>(base: *const u8, offset: u32) -> Option<T> {
+    // SAFETY: a probe read; a bad address makes the helper fail, not fault.
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
+}
+
+/// The rest of an exit's record, read from the exiting task, its thread-group leader and their
+/// shared `signal_struct`.
+fn exit_details(event: &mut ExitEvent) -> Option<()> {
+    let (exit_code, task_signal) = (config!(task_exit_code), config!(task_signal));
+    if exit_code == ABSENT || task_signal == ABSENT {
+        return None;
+    }
+    let (group_leader, real_parent, tgid) = (
+        config!(task_group_leader),
+        config!(task_real_parent),
+        config!(task_tgid),
+    );
+    let (comm, start_boottime) = (config!(task_comm), config!(task_start_boottime));
+    let (utime, stime) = (config!(task_utime), config!(task_stime));
+    let (group_exit_code, signal_utime, signal_stime, maxrss) = (
+        config!(signal_group_exit_code),
+        config!(signal_utime),
+        config!(signal_stime),
+        config!(signal_maxrss),
+    );
+    // SAFETY: every offset comes from this kernel's BTF (all present when `task_exit_code` is).
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let leader: *const u8 = member(task, group_leader)?;
+        let signal: *const u8 = member(task, task_signal)?;
+        // What wait() reports: a group exit (exit_group, a fatal signal, a core dump) leaves its
+        // status in `signal->group_exit_code`; otherwise the leader's own `exit_code` is it.
+        let group_code: i32 = member(signal, group_exit_code)?;
+        let leader_code: i32 = member(leader, exit_code)?;
+        event.status = if group_code != 0 {
+            group_code
+        } else {
+            leader_code
+        } as u32;
+        let parent: *const u8 = member(leader, real_parent)?;
+        let ppid: i32 = member(parent, tgid)?;
+        event.ppid = ppid as u32;
+        event.comm = member(leader, comm)?;
+        event.start_boot_ns = member(leader, start_boottime)?;
+        let task_utime: u64 = member(task, utime)?;
+        let task_stime: u64 = member(task, stime)?;
+        let dead_utime: u64 = member(signal, signal_utime)?;
+        let dead_stime: u64 = member(signal, signal_stime)?;
+        event.utime_ns = task_utime + dead_utime;
+        event.stime_ns = task_stime + dead_stime;
+        event.maxrss_pages = member(signal, maxrss)?;
+    }
+    Some(())
+}
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    let _ = try_mark_victim(&ctx);
+    0
+}
+
+fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
+    let pid: i32 = read_field(ctx, config!(oom_pid))?;
+    let pid = pid as u32;
+    // Runs in the task that hit the limit; the victim is another process.
+    if !is_tracked(pid) {
+        return None;
+    }
+    let figure = |offset| read_field::<u64>(ctx, offset).unwrap_or(NO_FIGURE);
+    let event = OomEvent {
+        kind: EVENT_OOM,
+        pid,
+        oom_score_adj: read_field::<i16>(ctx, config!(oom_score_adj)).map_or(i32::MIN, i32::from),
+        _reserved: 0,
+        total_vm_kb: figure(config!(oom_total_vm)),
+        anon_rss_kb: figure(config!(oom_anon_rss)),
+        file_rss_kb: figure(config!(oom_file_rss)),
+        shmem_rss_kb: figure(config!(oom_shmem_rss)),
+        pgtables_kb: figure(config!(oom_pgtables)),
+    };
+    if EVENTS.output::<OomEvent>(&event, wakeup_flags()).is_err() {
+        count(COUNTER_LOST);
+    }
+    Some(())
 }
 
 #[tracepoint(category = "cgroup", name = "cgroup_attach_task")]

@@ -38,6 +38,9 @@ pub enum Command {
     Ps(PsArgs),
     /// Like `ps`, refreshed until interrupted.
     Top(TopArgs),
+    /// Print the processes that ended in a container (or in all), newest first: exit code or
+    /// signal, OOM kills, lifetime, CPU and peak memory.
+    Exits(ExitsArgs),
     /// Ask a running service whether it is healthy (for container health checks): prints its
     /// /healthz answer, exits 0 when healthy.
     Health(ServiceArgs),
@@ -85,6 +88,26 @@ pub struct PsArgs {
     /// container's CPU limit (of one core when it has none).
     #[arg(long, value_enum, default_value_t = CpuOf::Container)]
     pub cpu_of: CpuOf,
+
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// What `companion exits` asks a running service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExitsArgs {
+    /// The container: a unique prefix of its id or its cgroup path (starting with `/`); a
+    /// removed container is found while the ledger holds its entries. All containers when
+    /// absent.
+    pub container: Option<String>,
+
+    /// Only processes that ended within this time (e.g. 10m, 1h).
+    #[arg(long, value_parser = parse_period)]
+    pub since: Option<Duration>,
+
+    /// Show at most N processes.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
 
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -208,6 +231,18 @@ pub struct ServeArgs {
     /// stays bounded by the number of containers.
     #[arg(long, env = "COMPANION_METRICS_TOP_PROCESSES", default_value_t = 0)]
     pub metrics_top_processes: usize,
+
+    /// Exit ledger: processes that ended kept per container (newest; see `GET
+    /// /api/v2/containers/{ref}/exits`). About 330 bytes plus the name and command line each.
+    #[arg(long, env = "COMPANION_EXITS_PER_CONTAINER", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub exits_per_container: u32,
+
+    /// Exit ledger: processes that ended kept in all containers, removed ones included; the
+    /// oldest go first beyond it. Bounds the ledger's memory whatever the container churn.
+    #[arg(long, env = "COMPANION_EXITS_TOTAL", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub exits_total: u32,
 
     /// Test seam: make the eBPF tracker fail after this many samples, to exercise the fall-back
     /// to the /proc scan.

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::cli::{CpuOf, PsArgs, ServiceArgs, SortKey, TopArgs};
+use crate::cli::{CpuOf, ExitsArgs, PsArgs, ServiceArgs, SortKey, TopArgs};
 
 /// The fields of `/api/v2/host` the table needs.
 #[derive(Debug, Deserialize)]
@@ -503,6 +503,158 @@ fn start(unix_seconds: f64, now: jiff::Timestamp) -> String {
         local.strftime("%H:%M").to_string()
     } else {
         local.strftime("%b%d").to_string()
+    }
+}
+
+/// An ended process, as `/api/v2/…/exits` lists it (the fields the table needs).
+#[derive(Debug, Deserialize)]
+struct Ended {
+    container: String,
+    pid: u32,
+    ppid: Option<u32>,
+    comm: String,
+    cmdline: String,
+    /// RFC 3339.
+    ended_at: String,
+    lifetime_seconds: Option<f64>,
+    user_cpu_seconds: Option<f64>,
+    system_cpu_seconds: Option<f64>,
+    peak_rss_bytes: Option<u64>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    core_dumped: Option<bool>,
+    oom_killed: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContainerExits {
+    container: String,
+    present: bool,
+    exits_total: u64,
+    nonzero_exits_total: u64,
+    signaled_total: u64,
+    oom_kills_total: u64,
+    exits: Vec<Ended>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AllExits {
+    exits: Vec<Ended>,
+}
+
+/// `companion exits`.
+pub fn exits(args: &ExitsArgs) -> anyhow::Result<()> {
+    let service = Service::new(&args.service)?;
+    let mut query = format!("?limit={}", args.limit);
+    if let Some(since) = args.since {
+        let since = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(since)?)
+            .context("--since reaches before 1970")?;
+        query.push_str(&format!("&since={since}"));
+    }
+    let table = match &args.container {
+        Some(container) => {
+            let reference = percent_encoding::utf8_percent_encode(container, SEGMENT);
+            let answer: ContainerExits =
+                service.get(&format!("/api/v2/containers/{reference}/exits{query}"))?;
+            let mut out = format!(
+                "{}{}: {} ended, {} with a non-zero code, {} by a signal, {} OOM kills\n",
+                answer.container,
+                if answer.present { "" } else { " (removed)" },
+                answer.exits_total,
+                answer.nonzero_exits_total,
+                answer.signaled_total,
+                answer.oom_kills_total,
+            );
+            out.push_str(&exits_table(&answer.exits, false));
+            out
+        }
+        None => {
+            let answer: AllExits = service.get(&format!("/api/v2/exits{query}"))?;
+            exits_table(&answer.exits, true)
+        }
+    };
+    std::io::stdout().write_all(table.as_bytes())?;
+    Ok(())
+}
+
+fn exits_table(exits: &[Ended], with_container: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "ENDED        PID    PPID HOW               LIFETIME      CPU  PEAK RSS {}COMMAND",
+        if with_container { "CONTAINER " } else { "" },
+    );
+    let zone = jiff::tz::TimeZone::system();
+    for e in exits {
+        let seconds = |value: Option<f64>, precision: usize| {
+            value.map_or("-".to_owned(), |v| format!("{v:.precision$}s"))
+        };
+        let cpu = match (e.user_cpu_seconds, e.system_cpu_seconds) {
+            (Some(user), Some(system)) => Some(user + system),
+            _ => None,
+        };
+        let command = if e.cmdline.is_empty() {
+            format!("[{}]", e.comm)
+        } else {
+            e.cmdline.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {:>7} {:>7} {:<16} {:>9} {:>8} {:>9} {}{}",
+            e.ended_at
+                .parse::<jiff::Timestamp>()
+                .map_or("?".to_owned(), |t| t
+                    .to_zoned(zone.clone())
+                    .strftime("%H:%M:%S")
+                    .to_string()),
+            e.pid,
+            e.ppid.map_or("-".to_owned(), |p| p.to_string()),
+            how(e),
+            seconds(e.lifetime_seconds, 3),
+            seconds(cpu, 2),
+            e.peak_rss_bytes
+                .map_or("-".to_owned(), |b| format!("{}K", b / 1024)),
+            if with_container {
+                format!("{} ", e.container)
+            } else {
+                String::new()
+            },
+            command.replace('\n', "\\n"),
+        );
+    }
+    out
+}
+
+/// How a process ended, in a few words: `exit 3`, `SIGKILL (oom)`, `SIGSEGV (core)`, `gone`.
+fn how(e: &Ended) -> String {
+    match (e.exit_code, e.signal) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => {
+            let mut text = signal_name(signal);
+            if e.oom_killed == Some(true) {
+                text.push_str(" (oom)");
+            } else if e.core_dumped == Some(true) {
+                text.push_str(" (core)");
+            }
+            text
+        }
+        (None, None) => "gone".to_owned(),
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+        "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    ];
+    match usize::try_from(signal)
+        .ok()
+        .and_then(|n| NAMES.get(n.checked_sub(1)?))
+    {
+        Some(name) => format!("SIG{name}"),
+        None => format!("signal {signal}"),
     }
 }
 

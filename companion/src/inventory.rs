@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::{CgroupFigures, CgroupReading, Identity},
+    exits::ExitTotals,
     history::History,
     model::{ProcessSample, Sample},
     runtime::{NameCache, RuntimeFiles, RuntimeNames},
@@ -41,6 +42,9 @@ pub struct ContainerSummary {
     /// The newest reading of its cgroup files (its counters go to /metrics).
     #[serde(skip)]
     pub reading: Option<Arc<CgroupReading>>,
+    /// Ends and OOM kills since the service started following it (the exit ledger's totals).
+    #[serde(flatten)]
+    pub exits: ExitTotals,
 }
 
 impl ContainerSummary {
@@ -199,6 +203,7 @@ impl InventoryState {
                 rss_bytes: totals.rss_kb * 1024,
                 cgroup,
                 reading: newest.cgroup(path).cloned(),
+                exits: ExitTotals::default(),
             });
         }
         // Forget containers that are gone.

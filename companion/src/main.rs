@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
         }),
         Some(Command::Ps(args)) => companion::client::ps(&args),
         Some(Command::Top(args)) => companion::client::top(&args),
+        Some(Command::Exits(args)) => companion::client::exits(&args),
         Some(Command::Health(args)) => companion::client::health(&args),
     };
     match result {

@@ -66,6 +66,21 @@ fn label_value(value: Option<&str>) -> String {
 }
 
 impl ContainerLabels {
+    /// The labels of a container known by its path only (removed: no names).
+    fn of_path(path: &str) -> ContainerLabels {
+        let identity = crate::cgroup::Identity::of(path);
+        ContainerLabels {
+            path: path.to_owned(),
+            runtime: identity.runtime.unwrap_or("").to_owned(),
+            id: identity.id.unwrap_or_default(),
+            name: String::new(),
+            image: String::new(),
+            namespace: String::new(),
+            pod: String::new(),
+            container: String::new(),
+        }
+    }
+
     fn of(container: &ContainerSummary) -> ContainerLabels {
         let names = &container.names;
         ContainerLabels {
@@ -88,6 +103,13 @@ struct PressureLabels {
     container: ContainerLabels,
     resource: &'static str,
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExitLabels {
+    #[prometheus(flatten)]
+    container: ContainerLabels,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -223,6 +245,8 @@ fn render_samples(published: &Published) -> String {
         limit,
     );
     cgroup.register(&mut registry);
+
+    exit_families(&mut registry, published);
 
     if !top.is_empty() {
         let cores = Family::<ProcessLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -389,6 +413,55 @@ impl CgroupFamilies {
             self.stalled,
         );
     }
+}
+
+/// Ends and OOM kills per container, from the exit ledger: removed containers keep their series
+/// while the ledger holds their entries.
+fn exit_families(registry: &mut Registry, published: &Published) {
+    let exits = Family::<ExitLabels, Counter>::default();
+    let oom_kills = Family::<ContainerLabels, Counter>::default();
+    let mut containers: Vec<_> = published.exits.containers.iter().collect();
+    containers.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (path, ledger) in containers {
+        // A listed container's labels (with its names); a removed one's from its path alone.
+        let labels = match published
+            .inventory
+            .containers
+            .binary_search_by(|c| (*c.path).cmp(&**path))
+        {
+            Ok(at) => ContainerLabels::of(&published.inventory.containers[at]),
+            Err(_) => ContainerLabels::of_path(path),
+        };
+        let reasons = ledger.totals.by_reason;
+        for (reason, value) in [
+            ("exit", reasons.exit),
+            ("signal", reasons.signal),
+            ("oom", reasons.oom),
+            ("unknown", reasons.unknown),
+        ] {
+            let labels = ExitLabels {
+                container: labels.clone(),
+                reason,
+            };
+            exits.get_or_create(&labels).inc_by(value);
+        }
+        oom_kills
+            .get_or_create(&labels)
+            .inc_by(ledger.totals.oom_kills_total);
+    }
+    registry.register(
+        "container_exits",
+        "Processes of the container that ended since the service follows it, by reason: exit() \
+         (any code), a signal other than an OOM kill, an OOM kill the kernel reported, or unknown \
+         (seen gone by the /proc-scan tracker)",
+        exits,
+    );
+    registry.register(
+        "container_oom_kills",
+        "OOM kills in the container since the service follows it: the larger of the victims the \
+         kernel reported and the cgroup's own oom_kill counter",
+        oom_kills,
+    );
 }
 
 /// Counters updated by every request.

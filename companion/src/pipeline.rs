@@ -1,7 +1,7 @@
 //! The write side: the sampler thread's loop.
 //!
 //! [`Pipeline::run`] keeps a fixed schedule; each tick it takes a sample, appends it to the
-//! history, computes the inventory and publishes the result in the [`store`](crate::store).
+//! history, computes the inventory, records what ended in the exit ledger and publishes the result in the [`store`](crate::store).
 
 use std::{
     sync::{Arc, OnceLock},
@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::{
     events::EventHub,
+    exits::Ledger,
     inventory::InventoryState,
     model::Sample,
     sampler::Sampler,
@@ -26,6 +27,7 @@ pub struct Pipeline {
     pub inventory: InventoryState,
     /// Where each publication is told (`GET /api/v2/events`).
     pub events: Arc<EventHub>,
+    pub ledger: Ledger,
 }
 
 impl Pipeline {
@@ -51,8 +53,19 @@ impl Pipeline {
                 .count(),
             open_descriptors: self.sampler.open_descriptors(),
         };
+        self.ledger.record(
+            self.sampler.take_ended(),
+            sample
+                .containers()
+                .filter(|(_, processes, _)| !processes.is_empty())
+                .map(|(path, _, _)| path),
+        );
+        let exits = self.ledger.exits();
         let history = current.history.with(sample);
-        let inventory = self.inventory.update(&history);
+        let mut inventory = self.inventory.update(&history);
+        for container in &mut inventory.containers {
+            container.exits = exits.totals(&container.path);
+        }
         current.durations.0.observe(sampling.last_sample_seconds);
         shared.publish(Published {
             history,
@@ -60,6 +73,7 @@ impl Pipeline {
             tracker_stats: self.tracker.stats(),
             sampling,
             inventory,
+            exits,
             durations: current.durations.clone(),
             metrics: OnceLock::new(),
         });

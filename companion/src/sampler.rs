@@ -13,11 +13,12 @@ use tracing::debug;
 
 use crate::{
     cgroup::{CgroupReader, Naming, container_of, read_membership},
+    exits::{Ended, LastSeen},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
     },
-    tracker::{Tracked, Tracker, container_name},
+    tracker::{Tracked, Tracker, TrackerKind, container_name},
 };
 
 /// Every process's command line is read again at least once every this many samples, even when
@@ -70,6 +71,11 @@ pub struct Sampler {
     /// The next process's starting `cmdline_age`: cycles through the refresh period, so that the
     /// periodic re-reads are spread over the samples.
     next_cmdline_age: u32,
+    /// Processes that ended, for the exit ledger; taken after each pass.
+    ended: Vec<Ended>,
+    /// Processes gone without an exit event from the eBPF tracker: the event may come with the
+    /// next refresh (they died between that refresh and their read), so they wait one pass.
+    limbo: Vec<Ended>,
     buf: Vec<u8>,
     /// Reads each container's limits, throttling and pressure; `None` when not wanted.
     cgroups: Option<CgroupReader>,
@@ -108,6 +114,8 @@ impl Sampler {
             departed: Vec::new(),
             gone: Vec::new(),
             next_cmdline_age: 0,
+            ended: Vec::new(),
+            limbo: Vec::new(),
             buf: Vec::with_capacity(4096),
             cgroups: None,
         }
@@ -121,6 +129,11 @@ impl Sampler {
 
     pub fn open_descriptors(&self) -> usize {
         self.open
+    }
+
+    /// The processes that ended since the last call, for the exit ledger.
+    pub fn take_ended(&mut self) -> Vec<Ended> {
+        std::mem::take(&mut self.ended)
     }
 
     /// One pass: refresh the tracker, read every tracked process, note who left.
@@ -141,7 +154,7 @@ impl Sampler {
         }
         self.buf = buf;
 
-        let departed = self.collect_departed(tracker, boot_ticks);
+        let departed = self.collect_departed(tracker, boot_ticks, timestamp);
         self.previous_boot_ticks = boot_ticks;
         let mut sample = Sample::new(timestamp, boot_ticks, sampled, departed);
         if let Some(reader) = &mut self.cgroups {
@@ -283,16 +296,16 @@ impl Sampler {
     /// Processes cached but not seen in this pass left their container (or the host): they
     /// depart with their CPU time at exit when the tracker knows it. Exits of processes the
     /// sampler never saw (born and gone between two samples) depart too, so their CPU counts.
-    fn collect_departed(&mut self, tracker: &dyn Tracker, boot_ticks: u64) -> Vec<Departed> {
+    /// Both kinds go to the exit ledger; a process that left its container alive does not.
+    fn collect_departed(
+        &mut self,
+        tracker: &dyn Tracker,
+        boot_ticks: u64,
+        timestamp: SystemTime,
+    ) -> Vec<Departed> {
         let exits = tracker.exits();
+        let events = tracker.kind() == TrackerKind::Ebpf;
         let tps = self.ticks_per_second;
-        let exit_ticks = |pid: Pid| {
-            exits
-                .iter()
-                .find(|e| e.pid == pid)
-                .and_then(|e| e.cpu_ns)
-                .map(|ns| ns_to_ticks(ns, tps))
-        };
         let pass = self.pass;
         let unseen: Vec<Pid> = self
             .cache
@@ -300,18 +313,64 @@ impl Sampler {
             .filter(|(_, cached)| cached.seen_in != pass)
             .map(|(&pid, _)| pid)
             .collect();
+        let mut limbo = Vec::new();
         for pid in unseen {
             let cached = self.cache.remove(&pid).expect("listed");
-            self.depart(cached, exit_ticks(pid));
+            let exit = exits.iter().find(|e| e.pid == pid);
+            let end = Ended {
+                pid,
+                container: cached.info.container.clone(),
+                last: Some(cached.last_seen()),
+                exit: exit.cloned(),
+                parent_cmdline: None,
+                noticed: timestamp,
+            };
+            let alive = exit.is_none() && self.still_alive(pid, cached.info.starttime);
+            self.depart(
+                cached,
+                exit.and_then(|e| e.cpu_ns).map(|ns| ns_to_ticks(ns, tps)),
+            );
+            match (exit, alive) {
+                (Some(_), _) => self.ended.push(end),
+                // Moved out of every container: not an end.
+                (None, true) => {}
+                (None, false) if events => limbo.push(end),
+                (None, false) => self.ended.push(end),
+            }
         }
+        // Processes whose pid a newcomer took in this pass: their exit event (if any) is theirs.
         for (pid, cached) in std::mem::take(&mut self.gone) {
-            self.depart(cached, exit_ticks(pid));
+            let exit = exits.iter().find(|e| e.pid == pid);
+            self.ended.push(Ended {
+                pid,
+                container: cached.info.container.clone(),
+                last: Some(cached.last_seen()),
+                exit: exit.cloned(),
+                parent_cmdline: None,
+                noticed: timestamp,
+            });
+            self.depart(
+                cached,
+                exit.and_then(|e| e.cpu_ns).map(|ns| ns_to_ticks(ns, tps)),
+            );
         }
         crate::tracker::shrink_after_churn(&mut self.cache);
+        let mut waiting = std::mem::take(&mut self.limbo);
         for exit in exits {
+            if let Some(at) = waiting.iter().position(|e| e.pid == exit.pid) {
+                // Departed at the previous pass with its last sampled CPU: the event completes
+                // the ledger's record.
+                let mut end = waiting.swap_remove(at);
+                end.exit = Some(exit.clone());
+                self.ended.push(end);
+                continue;
+            }
             let sampled = self.cache.contains_key(&exit.pid)
                 || self.departed.iter().any(|d| d.info.pid == exit.pid);
-            if let (false, Some(ns)) = (sampled, exit.cpu_ns) {
+            if sampled {
+                continue;
+            }
+            if let Some(ns) = exit.cpu_ns {
                 let ticks = ns_to_ticks(ns, tps);
                 self.departed.push(Departed {
                     info: Arc::new(ProcessInfo {
@@ -326,8 +385,38 @@ impl Sampler {
                     recent_ticks: ticks,
                 });
             }
+            let parent_cmdline = exit
+                .details
+                .as_ref()
+                .and_then(|d| self.cache.get(&d.ppid))
+                .map(|parent| parent.info.cmdline.clone());
+            self.ended.push(Ended {
+                pid: exit.pid,
+                container: exit.container.clone(),
+                last: None,
+                exit: Some(exit.clone()),
+                parent_cmdline,
+                noticed: timestamp,
+            });
         }
+        // No event came for them: they ended all the same, how is unknown.
+        self.ended.append(&mut waiting);
+        self.limbo = limbo;
         std::mem::take(&mut self.departed)
+    }
+
+    /// Whether `pid` still names the process that started at `starttime` and has not exited
+    /// (it left its container alive). A zombie has exited: its parent has not reaped it yet.
+    fn still_alive(&mut self, pid: Pid, starttime: u64) -> bool {
+        let mut buf = std::mem::take(&mut self.buf);
+        let alive = matches!(
+            read(&self.options.root, pid, "stat", None, &mut buf),
+            Read::Text
+        ) && Stat::parse(&buf).is_ok_and(|stat| {
+            stat.starttime == starttime && !matches!(stat.state.as_str(), "Z" | "X")
+        });
+        self.buf = buf;
+        alive
     }
 }
 
@@ -460,6 +549,14 @@ enum Refreshed {
 }
 
 impl Cached {
+    fn last_seen(&self) -> LastSeen {
+        LastSeen {
+            info: self.info.clone(),
+            stat: self.stat.value.clone(),
+            status: self.status.as_ref().map(|s| s.value.clone()),
+        }
+    }
+
     fn sample(&self) -> ProcessSample {
         let status = match &self.zombie_leader {
             Some((_, view)) => Some(view.clone()),
@@ -1011,11 +1108,13 @@ mod tests {
                 pid: 10,
                 container: container.clone(),
                 cpu_ns: Some(1_500_000_000 * 100 / sampler.ticks_per_second),
+                ..Exit::default()
             },
             Exit {
                 pid: 20,
                 container,
                 cpu_ns: Some(300_000_000 * 100 / sampler.ticks_per_second),
+                ..Exit::default()
             },
         ];
         let sample = sampler.sample(&mut tracker).unwrap();

@@ -22,6 +22,7 @@ use crate::{
     cgroup::{self, CgroupFs, CgroupReader, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
     events::EventHub,
+    exits::{Ledger, LedgerOptions},
     inventory::{InventoryOptions, InventoryState},
     metrics::HttpMetrics,
     pipeline::Pipeline,
@@ -100,6 +101,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 docker_root: args.docker_root.clone(),
             },
             top_processes: args.metrics_top_processes,
+            ticks_per_second: host.clock_ticks_per_second,
+        }),
+        ledger: Ledger::new(LedgerOptions {
+            per_container: args.exits_per_container as usize,
+            total: args.exits_total as usize,
+            cgroups: CgroupFs::discover(),
             ticks_per_second: host.clock_ticks_per_second,
         }),
         tracker,
@@ -277,6 +284,7 @@ fn choose_tracker(
             hierarchy,
             ring_buffer_bytes: args.bpf_ring_buffer,
             reconcile_every: args.reconcile_every,
+            cmdline: args.cmdline,
         })?;
         // Should the eBPF side fail later, the /proc scan takes over.
         let replacement = {

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
 use crate::{
+    exits::Exits,
     history::History,
     inventory::Inventory,
     tracker::{TrackerKind, TrackerStats},
@@ -23,6 +24,8 @@ pub struct Published {
     pub sampling: SamplingStats,
     /// Per-container figures of the newest sample.
     pub inventory: Inventory,
+    /// The exit ledger (shared with the next publication when no process ended).
+    pub exits: Arc<Exits>,
     /// Durations of all samples so far.
     pub durations: SampleDurations,
     /// The sample-derived part of /metrics, rendered by the first scrape of this publication.
@@ -76,6 +79,7 @@ impl Store {
                 tracker_stats: TrackerStats::default(),
                 sampling: SamplingStats::default(),
                 inventory: Inventory::default(),
+                exits: Arc::default(),
                 durations: SampleDurations::default(),
                 metrics: OnceLock::new(),
             }),

@@ -54,7 +54,7 @@ pub struct Admission {
 }
 
 /// Every route. `tests::openapi_covers_every_route` keeps the OpenAPI document in step.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 16] = [
     "/",
     "/ui/app.js",
     "/ui/app.css",
@@ -69,6 +69,8 @@ pub const ROUTES: [&str; 14] = [
     "/api/v2/containers/{id}/history",
     "/api/v2/history",
     "/api/v2/events",
+    "/api/v2/containers/{id}/exits",
+    "/api/v2/exits",
 ];
 
 pub fn router(state: AppState, admission: &Admission) -> Router {
@@ -85,6 +87,8 @@ pub fn router(state: AppState, admission: &Admission) -> Router {
         .route("/api/v2/containers/{id}/processes", get(v2::processes))
         .route("/api/v2/containers/{id}/history", get(history::one))
         .route("/api/v2/history", get(history::all))
+        .route("/api/v2/containers/{id}/exits", get(v2::container_exits))
+        .route("/api/v2/exits", get(v2::exits))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state.clone())
         .layer(middleware::from_fn_with_state(
@@ -178,6 +182,9 @@ mod tests {
             "ContainerHistory",
             "SampleEvent",
             "ProcessEvent",
+            "Exit",
+            "ContainerExits",
+            "AllExits",
         ] {
             assert!(
                 doc.components
@@ -213,5 +220,18 @@ mod tests {
             keys("Status"),
             served(serde_json::to_value(crate::procfs::Status::default()).unwrap())
         );
+        let mut exit = keys("Exit");
+        let mut served_exit = served(serde_json::to_value(crate::exits::tests::record()).unwrap());
+        exit.sort_unstable();
+        served_exit.sort_unstable();
+        assert_eq!(exit, served_exit);
+        let mut summary = keys("ContainerSummary");
+        summary.sort_unstable();
+        for key in served(serde_json::to_value(crate::exits::ExitTotals::default()).unwrap()) {
+            assert!(
+                summary.contains(&key),
+                "{key} documented in ContainerSummary"
+            );
+        }
     }
 }

@@ -77,6 +77,26 @@ impl CgroupFs {
     pub fn unified(&self) -> Option<&Path> {
         self.unified.as_deref()
     }
+
+    /// How many processes the OOM killer killed in the cgroup at `path` since it was created:
+    /// `oom_kill` of the v1 `memory.oom_control`, else of the v2 `memory.events`. `None` when
+    /// neither can be read.
+    pub fn oom_kills(&self, path: &str) -> Option<u64> {
+        let relative = path.trim_start_matches('/');
+        let v1 = self
+            .memory_v1
+            .as_deref()
+            .map(|m| m.join(relative).join("memory.oom_control"));
+        let v2 = self
+            .unified
+            .as_deref()
+            .map(|m| m.join(relative).join("memory.events"));
+        [v1, v2].into_iter().flatten().find_map(|file| {
+            let text = std::fs::read_to_string(file).ok()?;
+            text.lines()
+                .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +131,31 @@ mod tests {
         assert_eq!(fs.unified(), Some(at("unified").as_path()));
         let v2 = CgroupFs::from_mounts([("cgroup2".to_owned(), at("cgroup"), vec![])]);
         assert_eq!((v2.cpu_v1(), v2.memory_v1()), (None, None));
+    }
+
+    #[test]
+    fn reads_oom_kill_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = (dir.path().join("memory"), dir.path().join("unified"));
+        std::fs::create_dir_all(v1.join("a")).unwrap();
+        std::fs::write(
+            v1.join("a/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(v2.join("b")).unwrap();
+        std::fs::write(
+            v2.join("b/memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n",
+        )
+        .unwrap();
+        let fs = CgroupFs::from_mounts([
+            ("cgroup".to_owned(), v1, vec!["memory".to_owned()]),
+            ("cgroup2".to_owned(), v2, vec![]),
+        ]);
+        assert_eq!(fs.oom_kills("/a"), Some(3));
+        assert_eq!(fs.oom_kills("/b"), Some(2), "v2 when v1 has no such cgroup");
+        assert_eq!(fs.oom_kills("/none"), None);
     }
 
     #[test]

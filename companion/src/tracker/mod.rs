@@ -72,13 +72,63 @@ pub struct TrackerStats {
 }
 
 /// A process the tracker saw exit since its last refresh.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Exit {
     pub pid: Pid,
     /// The container it was in when it exited.
     pub container: Arc<str>,
     /// Its CPU time at exit in nanoseconds, when the kernel told.
     pub cpu_ns: Option<u64>,
+    /// How it ended, when the kernel told (eBPF tracker on a kernel with BTF).
+    pub details: Option<ExitDetails>,
+    /// Its command line as its last exec set it, when it exec'd since the previous refresh
+    /// (or was forked by a process that did): for processes no sample ever read.
+    pub cmdline: Option<Arc<str>>,
+    /// Set when the OOM killer chose it (`oom:mark_victim`).
+    pub oom: Option<OomFigures>,
+}
+
+/// What the kernel reports of a process's end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExitDetails {
+    /// The wait status its parent sees (exit code << 8, or the signal, 0x80 for a core dump).
+    pub status: u32,
+    pub ppid: Pid,
+    /// The thread-group leader's name.
+    pub comm: String,
+    /// Start and end, nanoseconds since boot (`CLOCK_BOOTTIME`).
+    pub start_boot_ns: u64,
+    pub end_boot_ns: u64,
+    /// The kernel's tick-sampled user and system time, whose ratio splits `Exit::cpu_ns`.
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// Peak resident set, in bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl ExitDetails {
+    /// The wait status decoded: the exit code when it called exit, else the terminating signal
+    /// and whether it dumped core.
+    pub fn outcome(&self) -> (Option<i32>, Option<i32>, bool) {
+        let signal = (self.status & 0x7f) as i32;
+        if signal == 0 {
+            (Some(((self.status >> 8) & 0xff) as i32), None, false)
+        } else {
+            (None, Some(signal), self.status & 0x80 != 0)
+        }
+    }
+}
+
+/// The memory figures `oom:mark_victim` carries, in bytes; `None` when this kernel's tracepoint
+/// lacks one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OomFigures {
+    pub total_vm_bytes: Option<u64>,
+    pub anon_rss_bytes: Option<u64>,
+    pub file_rss_bytes: Option<u64>,
+    pub shmem_rss_bytes: Option<u64>,
+    pub pgtables_bytes: Option<u64>,
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A process event the tracker saw, kept for the event stream (`GET /api/v2/events`).

@@ -142,28 +142,50 @@ impl<'a> Btf<'a> {
         Err(BtfError::Truncated)
     }
 
+    /// The type and bit offset of member `name` of the struct or union `id`, looking into its
+    /// anonymous struct and union members too (`mm_struct` keeps all its fields in one).
+    fn find_member(
+        &self,
+        id: u32,
+        name: &[u8],
+        depth: u32,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
+        let (_, info, _, at) = self.record(self.resolve(id)?)?;
+        let kind = (info >> 24) & 0x1f;
+        if depth > 8 || (kind != KIND_STRUCT && kind != KIND_UNION) {
+            return Ok(None);
+        }
+        let kind_flag = info >> 31 == 1;
+        for i in 0..(info & 0xffff) as usize {
+            let member = at + 12 + 12 * i;
+            let member_name = self.name(u32_at(self.types, member)?);
+            let member_id = u32_at(self.types, member + 4)?;
+            let raw = u32_at(self.types, member + 8)?;
+            let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
+            if member_name == name {
+                return Ok(Some((member_id, bits)));
+            }
+            if member_name.is_empty()
+                && let Some((inner_id, inner_bits)) =
+                    self.find_member(member_id, name, depth + 1)?
+            {
+                return Ok(Some((inner_id, bits + inner_bits)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Byte offset of `path` (`se.sum_exec_runtime`) inside struct `name`.
     pub fn member_offset(&self, name: &str, path: &str) -> Result<u32, BtfError> {
         let missing = || BtfError::NoSuchMember(format!("{name}.{path}"));
         let mut id = self.struct_id(name)?;
         let mut offset_bits = 0u32;
         for member_name in path.split('.') {
-            let (_, info, _, at) = self.record(self.resolve(id)?)?;
-            let kind = (info >> 24) & 0x1f;
-            if kind != KIND_STRUCT && kind != KIND_UNION {
-                return Err(missing());
-            }
-            let kind_flag = info >> 31 == 1;
-            let vlen = info & 0xffff;
-            let member = (0..vlen as usize)
-                .map(|i| at + 12 + 12 * i)
-                .find(|&m| {
-                    u32_at(self.types, m).is_ok_and(|n| self.name(n) == member_name.as_bytes())
-                })
+            let (member_id, member_bits) = self
+                .find_member(id, member_name.as_bytes(), 0)?
                 .ok_or_else(missing)?;
-            id = u32_at(self.types, member + 4)?;
-            let raw = u32_at(self.types, member + 8)?;
-            offset_bits += if kind_flag { raw & 0x00ff_ffff } else { raw };
+            id = member_id;
+            offset_bits += member_bits;
         }
         if !offset_bits.is_multiple_of(8) {
             return Err(missing());
@@ -199,6 +221,10 @@ mod tests {
             .member_offset("signal_struct", "sum_sched_runtime")
             .unwrap();
         assert!(sum.is_multiple_of(8));
+        // Members of an anonymous struct (all of `mm_struct`'s on recent kernels).
+        let start = btf.member_offset("mm_struct", "arg_start").unwrap();
+        let end = btf.member_offset("mm_struct", "arg_end").unwrap();
+        assert_eq!(end, start + 8, "arg_end follows arg_start");
         assert_eq!(
             btf.member_offset("task_struct", "no_such_member"),
             Err(BtfError::NoSuchMember("task_struct.no_such_member".into()))

@@ -10,8 +10,9 @@ mod btf;
 mod tracefs;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     os::fd::AsRawFd,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -22,25 +23,27 @@ use aya::{
     programs::TracePoint,
 };
 use companion_common::{
-    ABSENT, AttachEvent, CGROUP_PATH_CAP, COUNTER_LOST, COUNTER_MAP_FULL, Config, EVENT_ATTACH,
-    EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FORK_INTO_CGROUP, FLAG_CPU_KNOWN, ProcEvent,
+    ABSENT, ARGS_CAP, AttachEvent, CGROUP_PATH_CAP, COUNTER_LOST, COUNTER_MAP_FULL, Config,
+    EVENT_ATTACH, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FORK_INTO_CGROUP, EVENT_OOM, ExecEvent,
+    ExitEvent, FLAG_CPU_KNOWN, FLAG_DETAILS_KNOWN, NO_FIGURE, OomEvent, ProcEvent,
 };
 use mio::{Events, Interest, Poll, Token, unix::SourceFd};
 use tracing::{debug, info, warn};
 
 use super::{
-    Activity, ActivityKind, ActivityLog, ContainerNames, Exit, Processes, Stop, Tracked, Tracker,
-    TrackerKind, TrackerStats, procscan::scan,
+    Activity, ActivityKind, ActivityLog, ContainerNames, Exit, ExitDetails, OomFigures, Processes,
+    Stop, Tracked, Tracker, TrackerKind, TrackerStats, procscan::scan,
 };
 use crate::{
     cgroup::{Hierarchy, Naming, container_of, read_membership},
-    procfs::{Pid, ProcRoot, Status},
+    procfs::{CmdlineMode, Pid, ProcRoot, Status, render_cmdline},
 };
 
 /// The kernel programs, built by build.rs (empty when built without the eBPF toolchain).
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/companion"));
 
-/// The tracepoints the programs attach to: (program, category, tracepoint).
+/// The tracepoints the programs attach to: (program, category, tracepoint). `oom/mark_victim`
+/// is attached besides when the kernel has it.
 const TRACEPOINTS: [(&str, &str, &str); 4] = [
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
@@ -57,6 +60,8 @@ pub struct EbpfOptions {
     pub hierarchy: Hierarchy,
     pub ring_buffer_bytes: u32,
     pub reconcile_every: Duration,
+    /// How much of the command line an exec event carries (`--cmdline`).
+    pub cmdline: CmdlineMode,
 }
 
 pub struct EbpfTracker {
@@ -76,6 +81,14 @@ pub struct EbpfTracker {
     /// Execs and exits drained since the last refresh, and those the last refresh published.
     pending_activity: ActivityLog,
     activity: ActivityLog,
+    /// Command lines from exec events, with the refresh they arrived in: kept for two
+    /// refreshes, long enough for the sampler to have read the process itself.
+    exec_cmdlines: HashMap<Pid, (Arc<str>, u64)>,
+    /// OOM victims not yet seen exiting.
+    oom_victims: HashMap<Pid, OomFigures>,
+    refreshes: u64,
+    cmdline: CmdlineMode,
+    page_size: u64,
     /// While a reconciliation scans /proc: the pids events touched meanwhile.
     touched: Option<HashSet<Pid>>,
     stats: TrackerStats,
@@ -100,7 +113,12 @@ impl EbpfTracker {
             );
         }
         let tracefs = tracefs::ensure_mounted()?;
-        let config = kernel_config(&tracefs, options.hierarchy, options.ring_buffer_bytes)?;
+        let config = kernel_config(
+            &tracefs,
+            options.hierarchy,
+            options.ring_buffer_bytes,
+            options.cmdline,
+        )?;
         let capacity = tracked_capacity(&options.root);
         let mut ebpf = EbpfLoader::new()
             // The programs carry no CO-RE relocations: skip loading the kernel's BTF.
@@ -128,6 +146,18 @@ impl EbpfTracker {
                 .attach(category, name)
                 .with_context(|| format!("attaching to {category}/{name}"))?;
         }
+        if config.oom_pid != ABSENT {
+            let tracepoint: &mut TracePoint = ebpf
+                .program_mut("mark_victim")
+                .context("program mark_victim missing from the object")?
+                .try_into()?;
+            tracepoint
+                .load()
+                .context("the verifier refused mark_victim")?;
+            tracepoint
+                .attach("oom", "mark_victim")
+                .context("attaching to oom/mark_victim")?;
+        }
 
         let poll = Poll::new().context("creating a poller")?;
         poll.registry()
@@ -152,6 +182,11 @@ impl EbpfTracker {
             exits: Vec::new(),
             pending_activity: ActivityLog::default(),
             activity: ActivityLog::default(),
+            exec_cmdlines: HashMap::new(),
+            oom_victims: HashMap::new(),
+            refreshes: 0,
+            cmdline: options.cmdline,
+            page_size: ::procfs::page_size(),
             touched: None,
             stats: TrackerStats::default(),
             losses_seen: 0,
@@ -170,6 +205,8 @@ impl EbpfTracker {
             second_pass_repairs = second,
             took = ?began.elapsed(),
             exit_cpu = config.task_signal != ABSENT,
+            exit_details = config.task_exit_code != ABSENT,
+            oom_victims = config.oom_pid != ABSENT,
             "eBPF tracker seeded"
         );
         Ok(tracker)
@@ -182,7 +219,7 @@ impl EbpfTracker {
                 let Some(item) = self.events.next() else {
                     break;
                 };
-                Event::decode(&item).ok_or(item.len())
+                Event::decode(&item, self.cmdline, self.page_size).ok_or(item.len())
             };
             match decoded {
                 Ok(event) => {
@@ -206,6 +243,11 @@ impl EbpfTracker {
                         None => return,
                     },
                 };
+                // A child that never execs keeps its parent's command line.
+                if let Some((cmdline, _)) = self.exec_cmdlines.get(&parent) {
+                    let entry = (cmdline.clone(), self.refreshes);
+                    self.exec_cmdlines.insert(pid, entry);
+                }
                 self.processes.insert(
                     pid,
                     Tracked {
@@ -233,7 +275,7 @@ impl EbpfTracker {
                     }
                 }
             }
-            Event::Exec { pid } => {
+            Event::Exec { pid, cmdline } => {
                 if let Some(tracked) = self.processes.get_mut(&pid) {
                     tracked.execs = tracked.execs.wrapping_add(1);
                     self.pending_activity.record(Activity {
@@ -244,24 +286,53 @@ impl EbpfTracker {
                         code: None,
                         signal: None,
                     });
+                    match cmdline {
+                        Some(cmdline) => {
+                            self.exec_cmdlines
+                                .insert(pid, (cmdline.into(), self.refreshes));
+                        }
+                        None => {
+                            self.exec_cmdlines.remove(&pid);
+                        }
+                    }
                 }
             }
-            Event::Exit { pid, cpu_ns } => {
+            Event::Exit {
+                pid,
+                cpu_ns,
+                details,
+            } => {
                 self.touch(pid);
+                let cmdline = self.exec_cmdlines.remove(&pid).map(|(cmdline, _)| cmdline);
+                let oom = self.oom_victims.remove(&pid);
                 if let Some(tracked) = self.processes.remove(&pid) {
+                    let (code, signal, _) = details
+                        .as_ref()
+                        .map_or((None, None, false), ExitDetails::outcome);
                     self.pending_activity.record(Activity {
                         kind: ActivityKind::Exit,
                         pid,
                         container: tracked.container.clone(),
                         at: SystemTime::now(),
-                        code: None,
-                        signal: None,
+                        code,
+                        signal,
                     });
                     self.pending_exits.push(Exit {
                         pid,
                         container: tracked.container,
                         cpu_ns,
+                        details,
+                        cmdline,
+                        oom,
                     });
+                }
+            }
+            Event::Oom { pid, figures } => {
+                if self.processes.contains_key(&pid) {
+                    self.oom_victims.insert(pid, figures);
+                } else if let Some(exit) = self.pending_exits.iter_mut().rfind(|e| e.pid == pid) {
+                    // The victim's exit overtook the mark (another CPU).
+                    exit.oom = Some(figures);
                 }
             }
             Event::Attach { pid, level, path } => {
@@ -270,7 +341,7 @@ impl EbpfTracker {
                     self.processes.remove(&pid);
                     return;
                 }
-                if !self.is_process(pid) {
+                if self.is_process(pid) == Some(false) {
                     // A single thread moved (v1 `tasks`): the leader's cgroup decides.
                     let _ = self.kernel_set.remove(&pid);
                     return;
@@ -308,12 +379,18 @@ impl EbpfTracker {
         Some(self.names.intern(path))
     }
 
-    /// Whether `pid` is a thread-group leader (a process) rather than one of its threads.
-    fn is_process(&mut self, pid: Pid) -> bool {
-        if self.root.read(pid, "status", &mut self.buf).is_err() {
-            return false;
+    /// Whether `pid` is a thread-group leader (a process) rather than one of its threads;
+    /// `None` when it is gone already. A process gone since its move is kept: its exit event
+    /// follows and goes to the exit ledger (a thread's never comes; the entry is then dropped
+    /// by the next reconciliation).
+    fn is_process(&mut self, pid: Pid) -> Option<bool> {
+        match self.root.read(pid, "status", &mut self.buf) {
+            Ok(()) => {
+                Some(Status::parse(&self.buf).is_ok_and(|status| status.tgid == u64::from(pid)))
+            }
+            Err(err) if crate::procfs::is_gone(&err) => None,
+            Err(_) => Some(false),
         }
-        Status::parse(&self.buf).is_ok_and(|status| status.tgid == u64::from(pid))
     }
 
     /// Sum of the kernel side's loss counters over all CPUs. An error here means the kernel
@@ -434,6 +511,16 @@ impl Tracker for EbpfTracker {
         self.stats.events_lost = losses;
         self.exits = std::mem::take(&mut self.pending_exits);
         self.pending_activity.publish_into(&mut self.activity);
+        self.refreshes += 1;
+        let refreshes = self.refreshes;
+        self.exec_cmdlines
+            .retain(|_, (_, arrived)| *arrived + 2 > refreshes);
+        super::shrink_after_churn(&mut self.exec_cmdlines);
+        // A victim is killed at once; one still listed after a refresh was not ours to see die
+        // (its exit event was lost and a reconciliation removed it).
+        let processes = &self.processes;
+        self.oom_victims
+            .retain(|pid, _| processes.contains_key(pid));
         Ok(())
     }
 
@@ -498,10 +585,17 @@ enum Event {
     },
     Exec {
         pid: Pid,
+        /// The new command line as `--cmdline` keeps it, when the kernel copied it.
+        cmdline: Option<String>,
     },
     Exit {
         pid: Pid,
         cpu_ns: Option<u64>,
+        details: Option<ExitDetails>,
+    },
+    Oom {
+        pid: Pid,
+        figures: OomFigures,
     },
     /// `path` is `None` when the kernel's path did not fit the event.
     Attach {
@@ -511,9 +605,73 @@ enum Event {
     },
 }
 
+/// Reads a plain-data event of type `T` from the start of `bytes`, if it is long enough.
+fn read_event<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked; the event types are plain data, read unaligned.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
 impl Event {
-    fn decode(bytes: &[u8]) -> Option<Event> {
+    fn decode(bytes: &[u8], cmdline: CmdlineMode, page_size: u64) -> Option<Event> {
         let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+        match kind {
+            EVENT_EXEC => {
+                let event: ExecEvent = read_event(bytes)?;
+                let len = (event.args_len as usize).min(ARGS_CAP);
+                let cmdline = (len > 0).then(|| {
+                    let mut text = render_cmdline(&event.args[..len], cmdline);
+                    if event.args_total as usize > len && cmdline == CmdlineMode::Full {
+                        text.push('…');
+                    }
+                    text
+                });
+                return Some(Event::Exec {
+                    pid: event.pid,
+                    cmdline,
+                });
+            }
+            EVENT_EXIT => {
+                let event: ExitEvent = read_event(bytes)?;
+                let details = (event.flags & FLAG_DETAILS_KNOWN != 0).then(|| ExitDetails {
+                    status: event.status,
+                    ppid: event.ppid,
+                    comm: String::from_utf8_lossy(
+                        event.comm.split(|&b| b == 0).next().unwrap_or_default(),
+                    )
+                    .into_owned(),
+                    start_boot_ns: event.start_boot_ns,
+                    end_boot_ns: event.end_boot_ns,
+                    utime_ns: event.utime_ns,
+                    stime_ns: event.stime_ns,
+                    peak_rss_bytes: event.maxrss_pages.saturating_mul(page_size),
+                });
+                return Some(Event::Exit {
+                    pid: event.pid,
+                    cpu_ns: (event.flags & FLAG_CPU_KNOWN != 0).then_some(event.cpu_ns),
+                    details,
+                });
+            }
+            EVENT_OOM => {
+                let event: OomEvent = read_event(bytes)?;
+                let bytes = |kb: u64| (kb != NO_FIGURE).then(|| kb.saturating_mul(1024));
+                return Some(Event::Oom {
+                    pid: event.pid,
+                    figures: OomFigures {
+                        total_vm_bytes: bytes(event.total_vm_kb),
+                        anon_rss_bytes: bytes(event.anon_rss_kb),
+                        file_rss_bytes: bytes(event.file_rss_kb),
+                        shmem_rss_bytes: bytes(event.shmem_rss_kb),
+                        pgtables_bytes: bytes(event.pgtables_kb),
+                        oom_score_adj: (event.oom_score_adj != i32::MIN)
+                            .then_some(event.oom_score_adj),
+                    },
+                });
+            }
+            _ => {}
+        }
         if kind == EVENT_ATTACH {
             if bytes.len() < size_of::<AttachEvent>() {
                 return None;
@@ -544,11 +702,6 @@ impl Event {
                 parent: event.parent,
             },
             EVENT_FORK_INTO_CGROUP => Event::ForkIntoCgroup { pid: event.pid },
-            EVENT_EXEC => Event::Exec { pid: event.pid },
-            EVENT_EXIT => Event::Exit {
-                pid: event.pid,
-                cpu_ns: (event.flags & FLAG_CPU_KNOWN != 0).then_some(event.cpu_ns),
-            },
             _ => return None,
         })
     }
@@ -560,6 +713,7 @@ fn kernel_config(
     tracefs: &std::path::Path,
     hierarchy: Hierarchy,
     ring_buffer_bytes: u32,
+    cmdline: CmdlineMode,
 ) -> anyhow::Result<Config> {
     let format = |category, name| {
         tracefs::Format::read(tracefs, category, name)
@@ -581,25 +735,94 @@ fn kernel_config(
         wakeup_bytes: u64::from(ring_buffer_bytes / 2),
         ..Config::EMPTY
     };
-    match exit_cpu_offsets() {
-        Ok((signal, sum_sched_runtime, sum_exec_runtime)) => {
-            config.task_signal = signal;
-            config.signal_sum_sched_runtime = sum_sched_runtime;
-            config.task_sum_exec_runtime = sum_exec_runtime;
-        }
-        Err(err) => warn!("exits will carry no CPU time: {err:#}"),
+    match std::fs::read("/sys/kernel/btf/vmlinux").context("reading kernel BTF") {
+        Ok(data) => match btf::Btf::parse(&data) {
+            Ok(btf) => struct_offsets(&btf, cmdline, &mut config),
+            Err(err) => warn!("exits will carry no CPU time, code or signal: {err}"),
+        },
+        Err(err) => warn!("exits will carry no CPU time, code or signal: {err:#}"),
+    }
+    match format("oom", "mark_victim") {
+        Ok(oom) => match oom.require("pid", 4) {
+            Ok(pid) => {
+                let figure = |name| oom.optional(name, 8).map_or(ABSENT, |f| f.offset);
+                config.oom_pid = pid.offset;
+                config.oom_total_vm = figure("total_vm");
+                config.oom_anon_rss = figure("anon_rss");
+                config.oom_file_rss = figure("file_rss");
+                config.oom_shmem_rss = figure("shmem_rss");
+                config.oom_pgtables = figure("pgtables");
+                config.oom_score_adj = oom
+                    .optional("oom_score_adj", 2)
+                    .map_or(ABSENT, |f| f.offset);
+            }
+            Err(err) => warn!("OOM kills will come from cgroup counters only: {err:#}"),
+        },
+        Err(err) => warn!("OOM kills will come from cgroup counters only: {err:#}"),
     }
     Ok(config)
 }
 
-fn exit_cpu_offsets() -> anyhow::Result<(u32, u32, u32)> {
-    let data = std::fs::read("/sys/kernel/btf/vmlinux").context("reading kernel BTF")?;
-    let btf = btf::Btf::parse(&data)?;
-    Ok((
-        btf.member_offset("task_struct", "signal")?,
-        btf.member_offset("signal_struct", "sum_sched_runtime")?,
-        btf.member_offset("task_struct", "se.sum_exec_runtime")?,
-    ))
+/// The kernel struct members the programs read, from BTF; each group is filled only when all
+/// its members are found.
+fn struct_offsets(btf: &btf::Btf, cmdline: CmdlineMode, config: &mut Config) {
+    let task = |member| btf.member_offset("task_struct", member);
+    let signal = |member| btf.member_offset("signal_struct", member);
+    let cpu = || {
+        Ok::<_, btf::BtfError>((
+            task("signal")?,
+            signal("sum_sched_runtime")?,
+            task("se.sum_exec_runtime")?,
+        ))
+    };
+    match cpu() {
+        Ok((task_signal, sum_sched_runtime, sum_exec_runtime)) => {
+            config.task_signal = task_signal;
+            config.signal_sum_sched_runtime = sum_sched_runtime;
+            config.task_sum_exec_runtime = sum_exec_runtime;
+        }
+        Err(err) => warn!("exits will carry no CPU time: {err}"),
+    }
+    let details = || {
+        Ok::<_, btf::BtfError>(Config {
+            task_exit_code: task("exit_code")?,
+            task_group_leader: task("group_leader")?,
+            task_real_parent: task("real_parent")?,
+            task_tgid: task("tgid")?,
+            task_comm: task("comm")?,
+            task_start_boottime: task("start_boottime")?,
+            task_utime: task("utime")?,
+            task_stime: task("stime")?,
+            signal_group_exit_code: signal("group_exit_code")?,
+            signal_utime: signal("utime")?,
+            signal_stime: signal("stime")?,
+            signal_maxrss: signal("maxrss")?,
+            ..*config
+        })
+    };
+    match details() {
+        Ok(with_details) => *config = with_details,
+        Err(err) => warn!("exits will carry no exit code, signal or times: {err}"),
+    }
+    if cmdline == CmdlineMode::None {
+        return;
+    }
+    let args = || {
+        Ok::<_, btf::BtfError>((
+            task("mm")?,
+            btf.member_offset("mm_struct", "arg_start")?,
+            btf.member_offset("mm_struct", "arg_end")?,
+        ))
+    };
+    match args() {
+        Ok((task_mm, arg_start, arg_end)) => {
+            config.task_mm = task_mm;
+            config.mm_arg_start = arg_start;
+            config.mm_arg_end = arg_end;
+            config.exec_args_cap = ARGS_CAP as u32;
+        }
+        Err(err) => warn!("execs will carry no command line: {err}"),
+    }
 }
 
 /// Entries of the kernel-side set: room for every pid up to `pid_max`, within bounds.
@@ -621,41 +844,135 @@ mod tests {
             .to_vec()
     }
 
+    fn decode(bytes: &[u8]) -> Option<Event> {
+        Event::decode(bytes, CmdlineMode::Full, 4096)
+    }
+
     #[test]
     fn decodes_every_kind() {
-        let proc_event = |kind, flags| ProcEvent {
+        let proc_event = |kind| ProcEvent {
             kind,
             pid: 7,
             parent: 3,
-            flags,
-            cpu_ns: 42,
+            flags: 0,
+            cpu_ns: 0,
         };
         assert_eq!(
-            Event::decode(&bytes(&proc_event(EVENT_FORK, 0))),
+            decode(&bytes(&proc_event(EVENT_FORK))),
             Some(Event::Fork { pid: 7, parent: 3 })
         );
         assert_eq!(
-            Event::decode(&bytes(&proc_event(EVENT_EXEC, 0))),
-            Some(Event::Exec { pid: 7 })
-        );
-        assert_eq!(
-            Event::decode(&bytes(&proc_event(EVENT_EXIT, FLAG_CPU_KNOWN))),
-            Some(Event::Exit {
-                pid: 7,
-                cpu_ns: Some(42)
-            })
-        );
-        assert_eq!(
-            Event::decode(&bytes(&proc_event(EVENT_EXIT, 0))),
-            Some(Event::Exit {
-                pid: 7,
-                cpu_ns: None
-            })
-        );
-        assert_eq!(
-            Event::decode(&bytes(&proc_event(EVENT_FORK_INTO_CGROUP, 0))),
+            decode(&bytes(&proc_event(EVENT_FORK_INTO_CGROUP))),
             Some(Event::ForkIntoCgroup { pid: 7 })
         );
+
+        let mut exec = ExecEvent {
+            kind: EVENT_EXEC,
+            pid: 7,
+            args_len: 12,
+            args_total: 12,
+            args: [0; ARGS_CAP],
+        };
+        exec.args[..12].copy_from_slice(b"sleep\0--x\0y\0");
+        assert_eq!(
+            decode(&bytes(&exec)),
+            Some(Event::Exec {
+                pid: 7,
+                cmdline: Some("sleep --x y".into())
+            })
+        );
+        assert_eq!(
+            Event::decode(&bytes(&exec), CmdlineMode::Argv0, 4096),
+            Some(Event::Exec {
+                pid: 7,
+                cmdline: Some("sleep".into())
+            })
+        );
+        exec.args_total = 5000;
+        let Some(Event::Exec {
+            cmdline: Some(cut), ..
+        }) = decode(&bytes(&exec))
+        else {
+            panic!("an exec")
+        };
+        assert!(cut.ends_with('…'), "a cut command line is marked: {cut}");
+        exec.args_len = 0;
+        assert_eq!(
+            decode(&bytes(&exec)),
+            Some(Event::Exec {
+                pid: 7,
+                cmdline: None
+            })
+        );
+
+        let mut exit = ExitEvent {
+            kind: EVENT_EXIT,
+            pid: 7,
+            flags: FLAG_CPU_KNOWN | FLAG_DETAILS_KNOWN,
+            status: 3 << 8,
+            ppid: 2,
+            cpu_ns: 42,
+            utime_ns: 1,
+            stime_ns: 2,
+            start_boot_ns: 10,
+            end_boot_ns: 20,
+            maxrss_pages: 3,
+            ..ExitEvent::default()
+        };
+        exit.comm[..3].copy_from_slice(b"app");
+        assert_eq!(
+            decode(&bytes(&exit)),
+            Some(Event::Exit {
+                pid: 7,
+                cpu_ns: Some(42),
+                details: Some(ExitDetails {
+                    status: 3 << 8,
+                    ppid: 2,
+                    comm: "app".into(),
+                    start_boot_ns: 10,
+                    end_boot_ns: 20,
+                    utime_ns: 1,
+                    stime_ns: 2,
+                    peak_rss_bytes: 3 * 4096,
+                })
+            })
+        );
+        exit.flags = 0;
+        assert_eq!(
+            decode(&bytes(&exit)),
+            Some(Event::Exit {
+                pid: 7,
+                cpu_ns: None,
+                details: None
+            })
+        );
+
+        let oom = OomEvent {
+            kind: EVENT_OOM,
+            pid: 7,
+            oom_score_adj: -100,
+            _reserved: 0,
+            total_vm_kb: 10,
+            anon_rss_kb: 20,
+            file_rss_kb: 30,
+            shmem_rss_kb: 0,
+            pgtables_kb: NO_FIGURE,
+        };
+        assert_eq!(
+            decode(&bytes(&oom)),
+            Some(Event::Oom {
+                pid: 7,
+                figures: OomFigures {
+                    total_vm_bytes: Some(10 * 1024),
+                    anon_rss_bytes: Some(20 * 1024),
+                    file_rss_bytes: Some(30 * 1024),
+                    shmem_rss_bytes: Some(0),
+                    pgtables_bytes: None,
+                    oom_score_adj: Some(-100),
+                }
+            })
+        );
+
         let mut attach = AttachEvent {
             kind: EVENT_ATTACH,
             pid: 9,
@@ -666,7 +983,7 @@ mod tests {
         };
         attach.path[..6].copy_from_slice(b"/a/b/c");
         assert_eq!(
-            Event::decode(&bytes(&attach)),
+            decode(&bytes(&attach)),
             Some(Event::Attach {
                 pid: 9,
                 level: 2,
@@ -675,7 +992,7 @@ mod tests {
         );
         attach.path_len = 4000;
         assert_eq!(
-            Event::decode(&bytes(&attach)),
+            decode(&bytes(&attach)),
             Some(Event::Attach {
                 pid: 9,
                 level: 2,
@@ -686,14 +1003,15 @@ mod tests {
 
     #[test]
     fn short_or_unknown_events_are_refused() {
-        assert_eq!(Event::decode(&[]), None);
-        assert_eq!(Event::decode(&EVENT_FORK.to_ne_bytes()), None);
-        assert_eq!(Event::decode(&EVENT_ATTACH.to_ne_bytes()), None);
+        assert_eq!(decode(&[]), None);
+        for kind in [EVENT_FORK, EVENT_ATTACH, EVENT_EXEC, EVENT_EXIT, EVENT_OOM] {
+            assert_eq!(decode(&kind.to_ne_bytes()), None, "{kind}");
+        }
         let unknown = ProcEvent {
             kind: 99,
             ..ProcEvent::default()
         };
-        assert_eq!(Event::decode(&bytes(&unknown)), None);
+        assert_eq!(decode(&bytes(&unknown)), None);
     }
 
     mod props {
@@ -703,7 +1021,7 @@ mod tests {
         proptest! {
             #[test]
             fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..700)) {
-                let _ = Event::decode(&bytes);
+                let _ = decode(&bytes);
             }
         }
     }
