@@ -463,7 +463,13 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     );
     let parent = cg.spawn(&[&c], spawn::shell(&script));
     let service = Service::with_tracker(Tracker::Ebpf, &[]);
-    wait_listed(&service, &c, &[parent]);
+    // The shell's waiting loop forks `sleep 0.1` children: the parent is listed, and maybe one.
+    service.wait_until("the shell listed", service.patience(), |s| {
+        match s.pids(&c.path) {
+            Some(pids) if pids.contains(&parent) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
 
     let mut stalled = EventStream::open(&service, "", "").unwrap();
     stalled.until(service.patience(), |seen| {
