@@ -201,7 +201,7 @@ fn codes_and_signals(tracker: Tracker) {
         metrics
             .value(
                 "companion_container_exits_total",
-                &[("container", &c.path), ("reason", reason)],
+                &[("path", &c.path), ("reason", reason)],
             )
             .unwrap_or(0.0)
     };
@@ -315,17 +315,14 @@ fn oom_kill(tracker: Tracker) {
     assert_eq!(listing["exits_total"], 1);
     let metrics = openmetrics::parse(&service.get("/metrics").text()).unwrap();
     assert_eq!(
-        metrics.value(
-            "companion_container_oom_kills_total",
-            &[("container", &c.path)]
-        ),
+        metrics.value("companion_container_oom_kills_total", &[("path", &c.path)]),
         Some(1.0)
     );
     if tracker == Tracker::Ebpf {
         assert_eq!(
             metrics.value(
                 "companion_container_exits_total",
-                &[("container", &c.path), ("reason", "oom")]
+                &[("path", &c.path), ("reason", "oom")]
             ),
             Some(1.0)
         );

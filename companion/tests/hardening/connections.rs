@@ -100,7 +100,7 @@ async fn open_streams(
     }
     let mut statuses = Vec::new();
     for response in pending {
-        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(10), response).await {
+        if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(3), response).await {
             statuses.push(response.status().as_u16());
             held.push(response);
         }

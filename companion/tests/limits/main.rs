@@ -118,7 +118,7 @@ fn number_before(text: &str, suffix: &str) -> Option<f64> {
 fn metric(service: &Service, sample: &str, container: &str, extra: &[(&str, &str)]) -> Option<f64> {
     let text = service.get("/metrics").text();
     let exposition = openmetrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let mut labels = vec![("container", container)];
+    let mut labels = vec![("path", container)];
     labels.extend_from_slice(extra);
     exposition.value(sample, &labels)
 }

@@ -214,7 +214,11 @@ fn discovery_by_runtime_naming() {
                 "limits",
                 "throttling",
                 "memory",
-                "pressure"
+                "pressure",
+                "exits_total",
+                "nonzero_exits_total",
+                "signaled_total",
+                "oom_kills_total"
             ],
             "{path}"
         );
