@@ -47,7 +47,8 @@ fn entry(service: &Service, container: &Container, pid: Pid) -> Option<Value> {
 /// Waits for `pid`'s entry; returns it with the samples published meanwhile.
 fn wait_entry(service: &Service, container: &Container, pid: Pid) -> (Value, u64) {
     let start = service.samples_taken();
-    let found = service.wait_until(&format!("the exit of {pid}"), service.patience(), |s| {
+    // An OOM victim first has to allocate up to its limit: on a loaded host that takes a while.
+    let found = service.wait_until(&format!("the exit of {pid}"), service.patience() * 2, |s| {
         entry(s, container, pid).ok_or_else(|| "not yet".to_owned())
     });
     (found, service.samples_taken() - start)
