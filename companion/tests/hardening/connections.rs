@@ -341,9 +341,9 @@ fn h2_window_zero_streams_cannot_pin_memory() {
 /// Without the fix: the slot is given back when the answer is built, not sent, so the ninth
 /// request gets 200 (and one connection opens 64 streams).
 #[test]
-#[ignore = "fails when built with the workspace's unified features (cargo test --workspace): the \
-            HTTP/2 client then stalls until the watchdog closes its connection, freeing the slots; \
-            passes when built alone (cargo test -p companion --test hardening); to be resolved"]
+#[ignore = "fails on main after the merge of this session's branches (it passed on its own \
+            branch): the ninth request gets 200, the in-flight slots of window-0 HTTP/2 streams \
+            are given back; not yet found why (the watchdog's frame progress is not the cause)"]
 fn h2_streams_count_against_the_in_flight_limit() {
     let service = Service::with_tracker(Tracker::Procfs, &["--max-in-flight", "8"]);
     runtime().block_on(async {
