@@ -18,7 +18,7 @@ use crate::{
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
     },
-    tracker::{Tracked, Tracker, TrackerKind, container_name},
+    tracker::{Exit, Tracked, Tracker, TrackerKind, container_name},
 };
 
 /// Every process's command line is read again at least once every this many samples, even when
@@ -280,6 +280,25 @@ impl Sampler {
     }
 
     /// Records a cached process as departed, with its CPU time at exit when known.
+    /// A known process that ended: it departs (with its CPU at exit when the kernel told it),
+    /// and its record for the exit ledger is returned.
+    fn end(&mut self, pid: Pid, cached: Cached, exit: Option<&Exit>, noticed: SystemTime) -> Ended {
+        let end = Ended {
+            pid,
+            container: cached.info.container.clone(),
+            last: Some(cached.last_seen()),
+            exit: exit.cloned(),
+            parent_cmdline: None,
+            noticed,
+        };
+        let tps = self.ticks_per_second;
+        self.depart(
+            cached,
+            exit.and_then(|e| e.cpu_ns).map(|ns| ns_to_ticks(ns, tps)),
+        );
+        end
+    }
+
     fn depart(&mut self, cached: Cached, cpu_at_exit: Option<u64>) {
         if cached.files.is_some() {
             self.open -= 1;
@@ -317,19 +336,8 @@ impl Sampler {
         for pid in unseen {
             let cached = self.cache.remove(&pid).expect("listed");
             let exit = exits.iter().find(|e| e.pid == pid);
-            let end = Ended {
-                pid,
-                container: cached.info.container.clone(),
-                last: Some(cached.last_seen()),
-                exit: exit.cloned(),
-                parent_cmdline: None,
-                noticed: timestamp,
-            };
             let alive = exit.is_none() && self.still_alive(pid, cached.info.starttime);
-            self.depart(
-                cached,
-                exit.and_then(|e| e.cpu_ns).map(|ns| ns_to_ticks(ns, tps)),
-            );
+            let end = self.end(pid, cached, exit, timestamp);
             match (exit, alive) {
                 (Some(_), _) => self.ended.push(end),
                 // Moved out of every container: not an end.
@@ -341,18 +349,8 @@ impl Sampler {
         // Processes whose pid a newcomer took in this pass: their exit event (if any) is theirs.
         for (pid, cached) in std::mem::take(&mut self.gone) {
             let exit = exits.iter().find(|e| e.pid == pid);
-            self.ended.push(Ended {
-                pid,
-                container: cached.info.container.clone(),
-                last: Some(cached.last_seen()),
-                exit: exit.cloned(),
-                parent_cmdline: None,
-                noticed: timestamp,
-            });
-            self.depart(
-                cached,
-                exit.and_then(|e| e.cpu_ns).map(|ns| ns_to_ticks(ns, tps)),
-            );
+            let end = self.end(pid, cached, exit, timestamp);
+            self.ended.push(end);
         }
         crate::tracker::shrink_after_churn(&mut self.cache);
         let mut waiting = std::mem::take(&mut self.limbo);
