@@ -32,20 +32,24 @@ use tracing::warn;
 
 use super::ApiError;
 
-/// A response body that keeps `held` (permits, a connection's activity guard) until the body
-/// is dropped: when it has been sent, or when its stream or connection is reset.
+/// What an answer's body holds until it is dropped (permits, a connection's open request), told
+/// of each frame the connection takes.
+pub trait Held: Send + Sync + Unpin + 'static {
+    fn frame_sent(&self) {}
+}
+
+impl Held for OwnedSemaphorePermit {}
+
+impl Held for Buffered {}
+
+/// A response body that keeps `held` until the body is dropped: when it has been sent, or when
+/// its stream or connection is reset.
 pub struct Holding<B, T> {
     inner: B,
-    _held: T,
+    held: T,
 }
 
-impl<B, T> Holding<B, T> {
-    pub fn new(inner: B, held: T) -> Holding<B, T> {
-        Holding { inner, _held: held }
-    }
-}
-
-impl<B: HttpBody + Unpin, T: Unpin> HttpBody for Holding<B, T> {
+impl<B: HttpBody + Unpin, T: Held> HttpBody for Holding<B, T> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -53,7 +57,11 @@ impl<B: HttpBody + Unpin, T: Unpin> HttpBody for Holding<B, T> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.held.frame_sent();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -66,8 +74,8 @@ impl<B: HttpBody + Unpin, T: Unpin> HttpBody for Holding<B, T> {
 }
 
 /// Wraps a response's body so that `held` lives as long as the body.
-pub fn hold<T: Send + Sync + Unpin + 'static>(response: Response, held: T) -> Response {
-    response.map(|body| Body::new(Holding::new(body, held)))
+pub fn hold<T: Held>(response: Response, held: T) -> Response {
+    response.map(|inner| Body::new(Holding { inner, held }))
 }
 
 /// Requests handled at once, counted from admission until their answer is sent: an HTTP/2
@@ -256,41 +264,12 @@ impl Activity {
 /// An open request of a connection; dropping it (answer sent or reset) counts as progress.
 pub struct OpenRequest(Arc<Activity>);
 
-/// An answer's body that counts each frame the connection takes as progress: a long answer (an
-/// event stream) that a client keeps reading never stalls, one it stopped reading does.
-pub struct Sending<B> {
-    inner: B,
-    open: OpenRequest,
-}
-
-impl<B: HttpBody + Unpin> HttpBody for Sending<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
-            self.open.0.progress();
-        }
-        polled
+/// Each frame sent is progress: a long answer (an event stream) that a client keeps reading
+/// never stalls its connection, one it stopped reading does.
+impl Held for OpenRequest {
+    fn frame_sent(&self) {
+        self.0.progress();
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Wraps a response's body so that the request stays open until the body is dropped, each
-/// frame sent counting as progress.
-pub fn sending(response: Response, open: OpenRequest) -> Response {
-    response.map(|inner| Body::new(Sending { inner, open }))
 }
 
 impl Drop for OpenRequest {

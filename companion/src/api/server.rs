@@ -148,7 +148,7 @@ pub async fn serve(
                 let router = router.clone();
                 async move {
                     let response = router.oneshot(request).await?;
-                    Ok::<_, Infallible>(limits::sending(response, open))
+                    Ok::<_, Infallible>(limits::hold(response, open))
                 }
             }))
         };
