@@ -197,8 +197,11 @@ impl Sampler {
         let threads = self.threads_for(tracked.len());
         self.threads_used = threads;
 
-        let mut sampled = self.read_known(tracked, threads);
-        sampled.extend(self.read_new(tracked, threads));
+        let (mut sampled, known) = self.read_known(tracked, threads);
+        // Every listed process known already (the usual case): no need to look for new ones.
+        if known < tracked.len() {
+            sampled.extend(self.read_new(tracked, threads));
+        }
 
         let departed = self.collect_departed(tracker, boot_ticks, timestamp);
         self.hold_descriptors();
@@ -213,7 +216,8 @@ impl Sampler {
 
     /// Reads again every known process the tracker still lists. One found gone (or its pid
     /// reused) leaves the cache for `gone`: a newcomer holding its pid is then read as new.
-    fn read_known(&mut self, tracked: &Processes, threads: usize) -> Vec<Sampled> {
+    /// Returns the samples and how many of the listed processes are still known.
+    fn read_known(&mut self, tracked: &Processes, threads: usize) -> (Vec<Sampled>, usize) {
         let pass = self.pass;
         let options = &self.options;
         let mut known: Vec<(Pid, &Tracked, &mut Cached)> = self
@@ -240,17 +244,19 @@ impl Sampler {
             }
         });
         let mut sampled = Vec::with_capacity(tracked.len());
+        let mut known = outcomes.len();
         for outcome in outcomes {
             match outcome {
                 Known::Read(process) => sampled.push(process),
                 Known::Ended(pid) => {
                     let old = self.cache.remove(&pid).expect("cached");
                     self.gone.push((pid, old));
+                    known -= 1;
                 }
                 Known::Unread => {}
             }
         }
-        sampled
+        (sampled, known)
     }
 
     /// First read of every process the tracker lists and the cache does not hold. Descriptors
@@ -589,36 +595,58 @@ fn refresh(
         Read::Gone => return Ok(Refreshed::Gone),
         Read::Failed(err) => return Err(err),
     }
-    let old_stat = cached.stat.value.clone();
-    cached.stat.update(buf, Stat::parse).map_err(invalid)?;
-    if cached.stat.value.starttime != cached.info.starttime {
-        cached.stat.value = old_stat;
+    // An idle process reads the same texts as last time: its parsed values (and their memory)
+    // are not touched at all.
+    let old_stat = cached.stat.update(buf, Stat::parse).map_err(invalid)?;
+    if let Some(old) = &old_stat
+        && cached.stat.value.starttime != cached.info.starttime
+    {
+        cached.stat.value = old.clone();
         return Ok(Refreshed::Reused);
     }
-    let old_status = cached.status.as_ref().map(|s| s.value.clone());
-    match read(root, pid, "status", files.map(|f| &f.1), buf) {
+    // Whether the status changed (or became readable or unreadable), and its previous value.
+    let (status_changed, old_status) = match read(root, pid, "status", files.map(|f| &f.1), buf) {
         Read::Text => match &mut cached.status {
-            Some(status) => {
-                if status.update(buf, Status::parse).is_err() {
-                    cached.status = None;
-                }
+            Some(status) => match status.update(buf, Status::parse) {
+                Ok(old) => (old.is_some(), old),
+                Err(_) => (true, cached.status.take().map(|s| s.value)),
+            },
+            None => {
+                cached.status = Parsed::new(buf, Status::parse).ok();
+                (cached.status.is_some(), None)
             }
-            None => cached.status = Parsed::new(buf, Status::parse).ok(),
         },
         Read::Gone => return Ok(Refreshed::Gone),
-        Read::Failed(_) => cached.status = None,
-    }
-    let was_zombie_leader = cached.zombie_leader.is_some();
-    cached.zombie_leader = cached.status.as_ref().and_then(|s| {
-        let previous = cached.zombie_leader.as_ref().map(|(_, view)| view);
-        zombie_leader_view(root, pid, &s.value, previous, buf)
-    });
-
-    let ran = match (&old_status, &cached.status) {
-        (Some(old), Some(new)) => {
-            may_have_rewritten_cmdline(&old_stat, old, &cached.stat.value, &new.value)
+        Read::Failed(_) => {
+            let old = cached.status.take().map(|s| s.value);
+            (old.is_some(), old)
         }
-        _ => true,
+    };
+    let was_zombie_leader = cached.zombie_leader.is_some();
+    // Only a changed status can make the main thread a zombie; a zombie leader's view is the
+    // live thread's status, read again each time.
+    if status_changed || was_zombie_leader {
+        cached.zombie_leader = cached.status.as_ref().and_then(|s| {
+            let previous = cached.zombie_leader.as_ref().map(|(_, view)| view);
+            zombie_leader_view(root, pid, &s.value, previous, buf)
+        });
+    }
+
+    let ran = if old_stat.is_none() && !status_changed {
+        false
+    } else {
+        let stat_before = old_stat.as_ref().unwrap_or(&cached.stat.value);
+        let status_before = if status_changed {
+            old_status.as_ref()
+        } else {
+            cached.status.as_ref().map(|s| &s.value)
+        };
+        match (status_before, &cached.status) {
+            (Some(old), Some(new)) => {
+                may_have_rewritten_cmdline(stat_before, old, &cached.stat.value, &new.value)
+            }
+            _ => true,
+        }
     };
     cached.cmdline_age += 1;
     let cmdline_stale = ran
@@ -651,11 +679,13 @@ fn refresh(
         }
     }
     cached.execs = tracked.execs;
-    let recent_ticks = cached
-        .stat
-        .value
-        .cpu_ticks()
-        .saturating_sub(old_stat.cpu_ticks());
+    let recent_ticks = old_stat.map_or(0, |old| {
+        cached
+            .stat
+            .value
+            .cpu_ticks()
+            .saturating_sub(old.cpu_ticks())
+    });
     Ok(Refreshed::Same { recent_ticks })
 }
 
@@ -773,21 +803,24 @@ impl<T: PartialEq> Parsed<T> {
         })
     }
 
-    /// Takes a fresh read of the file.
+    /// Takes a fresh read of the file. Returns the previous value when the text changed (the
+    /// new value is the same `Arc` when it parses to an equal one), `None` when it did not.
     fn update(
         &mut self,
         text: &[u8],
         parse: impl Fn(&[u8]) -> Result<T, ParseError>,
-    ) -> Result<(), ParseError> {
+    ) -> Result<Option<Arc<T>>, ParseError> {
         let digest = xxh3_128(text);
-        if digest != self.digest {
-            let value = parse(text)?;
-            self.digest = digest;
-            if *self.value != value {
-                self.value = Arc::new(value);
-            }
+        if digest == self.digest {
+            return Ok(None);
         }
-        Ok(())
+        let value = parse(text)?;
+        self.digest = digest;
+        let previous = self.value.clone();
+        if *self.value != value {
+            self.value = Arc::new(value);
+        }
+        Ok(Some(previous))
     }
 }
 
