@@ -64,6 +64,10 @@ pub struct SamplerOptions {
 /// in well under a tenth of a second.
 pub const PROCESSES_PER_THREAD: usize = 10_000;
 
+/// With `threads` at 0, at most this many threads read (100,000 processes in about a fifth of
+/// a second): more would only add idle threads on hosts with many cores.
+pub const MAX_AUTOMATIC_THREADS: usize = 8;
+
 pub struct Sampler {
     options: SamplerOptions,
     cache: HashMap<Pid, Cached>,
@@ -119,7 +123,9 @@ fn read(root: &ProcRoot, pid: Pid, name: &str, file: Option<&File>, buf: &mut Ve
 impl Sampler {
     pub fn new(options: SamplerOptions) -> Sampler {
         let most = match options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_AUTOMATIC_THREADS),
             n => n as usize,
         };
         // Started now, before the service installs its system call filter.
@@ -1021,7 +1027,9 @@ mod tests {
     fn automatic_threads_follow_the_process_count() {
         let root = FakeRoot::new();
         let sampler = root.sampler_on(0, 0);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_AUTOMATIC_THREADS);
         assert_eq!(sampler.threads_for(0), 1);
         assert_eq!(sampler.threads_for(PROCESSES_PER_THREAD), 1);
         assert_eq!(sampler.threads_for(PROCESSES_PER_THREAD + 1), 2.min(cores));
