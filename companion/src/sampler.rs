@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
     cgroup::{CgroupReader, Naming, container_of, read_membership},
+    descriptors::Budget,
     exits::{Ended, LastSeen},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
@@ -52,8 +53,8 @@ pub struct SamplerOptions {
     pub root: ProcRoot,
     /// The naming that confirms a process's container in /proc/PID/cgroup.
     pub naming: Naming,
-    /// Processes that may keep their two files open.
-    pub descriptor_budget: usize,
+    /// Descriptors that may be kept open (two per process), shared with the cgroup reader.
+    pub descriptors: Budget,
     pub cmdline: CmdlineMode,
     /// Threads that share a pass's reads; 0: chosen per pass (see [`Sampler::threads_for`]).
     pub threads: u32,
@@ -268,16 +269,14 @@ impl Sampler {
     /// First read of every process the tracker lists and the cache does not hold. Descriptors
     /// are handed out before the reads, in order, while the budget lasts.
     fn read_new(&mut self, tracked: &Processes, threads: usize) -> Vec<Sampled> {
-        let mut free = self.options.descriptor_budget.saturating_sub(self.open);
+        let budget = &self.options.descriptors;
         let mut new: Vec<(Pid, &Tracked, bool)> = tracked
             .iter()
             .filter(|(pid, _)| !self.cache.contains_key(pid))
-            .map(|(&pid, tracked)| {
-                let hold = free > 0;
-                free = free.saturating_sub(1);
-                (pid, tracked, hold)
-            })
+            .map(|(&pid, tracked)| (pid, tracked, budget.take(2)))
             .collect();
+        // Taken for processes that turned out gone or unopenable: back to the budget.
+        let taken = new.iter().filter(|(_, _, hold)| *hold).count();
         let (options, younger_than) = (&self.options, self.previous_boot_ticks);
         let read = split(self.pool.as_ref(), threads, &mut new, |entry, buf| {
             let (pid, tracked, hold) = *entry;
@@ -290,9 +289,10 @@ impl Sampler {
             }
         });
         let mut sampled = Vec::with_capacity(read.len());
+        let mut held = 0;
         for (pid, mut cached, recent_ticks) in read.into_iter().flatten() {
             if cached.files.is_some() {
-                self.open += 1;
+                held += 1;
             }
             cached.seen_in = self.pass;
             cached.cmdline_age = self.next_cmdline_age;
@@ -303,6 +303,8 @@ impl Sampler {
             });
             self.cache.insert(pid, cached);
         }
+        self.open += held;
+        self.options.descriptors.give(2 * (taken - held));
         sampled
     }
 
@@ -310,22 +312,24 @@ impl Sampler {
     /// soon as departures free some: no process is read by open/read/close while descriptors
     /// can be had. The next read through them checks the start time, as every read does.
     fn hold_descriptors(&mut self) {
-        let budget = self.options.descriptor_budget;
-        if self.open >= budget || self.open >= self.cache.len() {
+        let budget = &self.options.descriptors;
+        if self.open >= self.cache.len() || budget.left() < 2 {
             return;
         }
         let root = &self.options.root;
         for (&pid, cached) in &mut self.cache {
-            if self.open >= budget {
-                break;
-            }
             if cached.files.is_some() || cached.seen_in != self.pass {
                 continue;
+            }
+            if !budget.take(2) {
+                break;
             }
             let open = |name| File::open(root.file(pid, name));
             if let (Ok(stat), Ok(status)) = (open("stat"), open("status")) {
                 cached.files = Some((stat, status));
                 self.open += 1;
+            } else {
+                budget.give(2);
             }
         }
     }
@@ -353,6 +357,7 @@ impl Sampler {
     fn depart(&mut self, cached: Cached, cpu_at_exit: Option<u64>) {
         if cached.files.is_some() {
             self.open -= 1;
+            self.options.descriptors.give(2);
         }
         let last = cached.stat.value.cpu_ticks();
         let at_exit = cpu_at_exit.map_or(last, |at_exit| at_exit.max(last));
@@ -942,11 +947,12 @@ mod tests {
             self.sampler_on(descriptor_budget, 1)
         }
 
+        /// A sampler that may hold the files of `descriptor_budget` processes.
         fn sampler_on(&self, descriptor_budget: usize, threads: u32) -> Sampler {
             Sampler::new(SamplerOptions {
                 root: ProcRoot::new(self.path()),
                 naming: Naming::V1Cpu,
-                descriptor_budget,
+                descriptors: Budget::new(2 * descriptor_budget),
                 cmdline: CmdlineMode::Full,
                 threads,
             })
@@ -1077,6 +1083,26 @@ mod tests {
             .find(|p| p.info.pid == upgraded)
             .unwrap();
         assert_eq!(read.stat.utime, 77);
+    }
+
+    #[test]
+    fn descriptors_taken_for_a_process_gone_before_its_read_go_back() {
+        let root = FakeRoot::new();
+        for pid in [2, 3] {
+            root.process(pid, 0, 50, "app\0");
+        }
+        // Pid 1 is listed but gone: whatever it took returns, for the others.
+        let mut tracker = tracking(&[1, 2, 3], true);
+        let mut sampler = root.sampler(2);
+        let sample = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(pids(&sample), [2, 3]);
+        assert_eq!(sampler.open_descriptors(), 2);
+        assert_eq!(sampler.options.descriptors.left(), 0);
+        // Both leave: all four descriptors are free again.
+        tracker.processes.clear();
+        sampler.sample(&mut tracker).unwrap();
+        assert_eq!(sampler.open_descriptors(), 0);
+        assert_eq!(sampler.options.descriptors.left(), 4);
     }
 
     #[test]
