@@ -1,13 +1,15 @@
 //! The cost plot (SVG, written by hand): service CPU per sample against container processes for
-//! both trackers, from the container sweep, with the floors measured in the same run dashed.
-//! Left panel: µs per sample; right panel: µs per container process per sample.
+//! both trackers, from the container sweep, with the floors measured in the same run dashed
+//! (back to back and at the service's cadence) and the peer (prometheus-process-exporter, per
+//! scrape and per process it listed). Left panel: µs per sample; right panel: µs per container
+//! process per sample.
 
 use std::fmt::Write as _;
 
 use super::{PointResult, Settings, Tracker, report};
 
 const W: f64 = 960.0;
-const H: f64 = 480.0;
+const H: f64 = 500.0;
 const PANEL_W: f64 = 400.0;
 const PANEL_H: f64 = 300.0;
 const TOP: f64 = 70.0;
@@ -54,7 +56,22 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
         }
     }
     series.push(Series {
-        label: "floor: stat+status reads (service design)".into(),
+        label: "floor: stat+status pread, once a period (cadence)".into(),
+        color: "#2ca02c",
+        dashed: true,
+        points: points
+            .iter()
+            .map(|p| {
+                (
+                    x_of(p),
+                    p.floor.cadence_us() * x_of(p),
+                    p.floor.cadence_us(),
+                )
+            })
+            .collect(),
+    });
+    series.push(Series {
+        label: "floor: stat+status reads back to back (service design)".into(),
         color: "#1f77b4",
         dashed: true,
         points: points
@@ -75,6 +92,21 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
             .collect(),
     });
 
+    let peer: Vec<(f64, f64, f64)> = points
+        .iter()
+        .filter_map(|p| {
+            let peer = p.peer.as_ref()?.as_ref().ok()?;
+            Some((x_of(p), peer.us_per_scrape(), peer.us_per_process()))
+        })
+        .collect();
+    if !peer.is_empty() {
+        series.push(Series {
+            label: "peer: process-exporter, per scrape / per process listed".into(),
+            color: "#9467bd",
+            dashed: false,
+            points: peer,
+        });
+    }
     let hosts = points.first().map_or(0, |p| p.shape.hosts);
     let mut out = String::new();
     let _ = writeln!(

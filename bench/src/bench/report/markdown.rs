@@ -110,6 +110,9 @@ pub(super) fn body(
             ),
         );
         let _ = writeln!(out, "{}\n", floor_line(default));
+        if let Some(Ok(peer)) = &default.peer {
+            let _ = writeln!(out, "{}\n", peer_line(default, peer).trim_start());
+        }
         out.push_str(&table(&COST_HEADERS, &cost_rows(default), md, 1));
         let _ = writeln!(out);
         out.push_str(&table(
@@ -180,14 +183,83 @@ pub(super) fn body(
             continue;
         }
         h(&mut out, &format!("Sweep over {axis}"));
-        let headers = sweep_headers(&settings.trackers);
-        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        if hosts_axis {
+            let headers = sweep_headers(&settings.trackers);
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            out.push_str(&table(
+                &headers,
+                &sweep_rows(&points, &settings.trackers),
+                md,
+                0,
+            ));
+            continue;
+        }
+        let bases: Vec<String> = settings
+            .trackers
+            .iter()
+            .filter_map(|&t| Some(format!("{t} {:.1} MB", mb(base_rss_kb(results, t)?))))
+            .collect();
+        if !bases.is_empty() {
+            let _ = writeln!(
+                out,
+                "The service's base (no container processes, {} host processes, history full): RSS {}. \
+                 \"µs/proc vs 5,000\" is the no-cliff ratio; the slope is the RSS added per process \
+                 from the previous point.\n",
+                n(settings.shape.hosts),
+                bases.join(", ")
+            );
+        }
         out.push_str(&table(
-            &headers,
-            &sweep_rows(&points, &settings.trackers),
+            &CONTAINER_SWEEP_HEADERS,
+            &container_sweep_rows(results, &points, &settings.trackers, period),
             md,
             0,
         ));
+        let _ = writeln!(
+            out,
+            "\nThe floors (CPU time of the benchmark's own reads, same processes, same run; the \
+             cadence floor reads once every {}) and the peer ({}, one group per process, \
+             scraped once every {}; its CPU per scrape, per process it listed, and per container \
+             process for comparison):\n",
+            humantime::format_duration(settings.floor_gap),
+            settings
+                .peer
+                .as_ref()
+                .map_or("not run".into(), |p| p.display().to_string()),
+            humantime::format_duration(period)
+        );
+        out.push_str(&table(
+            &FLOOR_PEER_HEADERS,
+            &floor_peer_rows(&points),
+            md,
+            0,
+        ));
+    }
+    if let Some(point) = results.iter().find(|p| !p.threads.is_empty()) {
+        h(
+            &mut out,
+            &format!(
+                "Sampler threads: the eBPF service with --sampler-threads N at {} container processes (warm-up {}, then {} samples; sample duration from /healthz)",
+                n(point.shape.container_processes()),
+                humantime::format_duration(settings.period * 10),
+                (settings.measure.as_secs_f64() / period.as_secs_f64()).round()
+            ),
+        );
+        out.push_str(&table(&THREADS_HEADERS, &threads_rows(point), md, 1));
+    }
+    if let Some(point) = results
+        .iter()
+        .rfind(|p| !p.full && p.runs.iter().any(|r| !r.load.is_empty()))
+    {
+        h(
+            &mut out,
+            &format!(
+                "API load at {} container processes: {} clients, paced (latency from the scheduled send), while sampling",
+                n(point.shape.container_processes()),
+                settings.clients
+            ),
+        );
+        out.push_str(&table(&LOAD_HEADERS, &load_rows(point, period), md, 1));
     }
     h(
         &mut out,
