@@ -117,6 +117,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             shape.hosts,
             if full {
                 " (default scenario: full suite)"
+            } else if shape.containers == 0 {
+                " (the service's base)"
             } else {
                 " (sweep point)"
             }
@@ -191,11 +193,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         if let (Some(bin), true) = (&settings.peer, peer_here) {
             point.peer = Some(match &peer_failed {
                 Some(why) => Err(why.clone()),
+                // A third of the service's window: its cost per scrape varies little, and one
+                // scrape of 50,000 processes takes it most of a minute.
                 None => match peer::measure(
                     &runtime,
                     bin,
                     &settings.work_dir,
-                    settings.measure,
+                    settings.measure / 3,
                     settings.period,
                 ) {
                     Ok(peer) => {
@@ -308,8 +312,10 @@ fn prepare_limits(
     raise_open_files(2 * (tasks + peak) + 2048 + 8192)
 }
 
-/// Raises this process's open-file limit (soft and hard; root may exceed the hard one up to
-/// fs.nr_open) to at least `wanted`; never lowers it. Children inherit it.
+/// Raises this process's open-file limit (soft and hard; root with CAP_SYS_RESOURCE may exceed
+/// the hard one, up to fs.nr_open) to at least `wanted`; never lowers it. Children inherit it.
+/// Where it may not, the floors and the service read the processes beyond their descriptor
+/// budget with open/read/close (the report says from where).
 fn raise_open_files(wanted: u64) -> anyhow::Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -330,8 +336,13 @@ fn raise_open_files(wanted: u64) -> anyhow::Result<()> {
     };
     // SAFETY: plain syscall on a local struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("raising the open-file limit to {wanted}"));
+        eprintln!(
+            "  note: the open-file limit stays at {} (hard {}), not {wanted}: {}",
+            limit.rlim_cur,
+            limit.rlim_max,
+            std::io::Error::last_os_error()
+        );
+        return Ok(());
     }
     eprintln!(
         "  open-file limit: {} → {wanted} (this run and the services it starts)",

@@ -2,7 +2,7 @@
 //! both trackers, from the container sweep, with the floors measured in the same run dashed
 //! (back to back and at the service's cadence) and the peer (prometheus-process-exporter, per
 //! scrape and per process it listed). Left panel: µs per sample; right panel: µs per container
-//! process per sample.
+//! process per sample; both on a logarithmic scale.
 
 use std::fmt::Write as _;
 
@@ -181,14 +181,19 @@ fn panel(
     value: impl Fn(&(f64, f64, f64)) -> f64,
     title: &str,
 ) {
-    let ymax = series
+    // A logarithmic y axis, by decades: the peer costs hundreds of times what the service does.
+    let values: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(&value))
-        .fold(0.0, f64::max);
+        .filter(|v| *v > 0.0)
+        .collect();
+    let (lo, hi) = decades(&values);
     let (xstep, xtop) = nice(xmax);
-    let (ystep, ytop) = nice(ymax);
     let sx = |x: f64| left + x / xtop * PANEL_W;
-    let sy = |y: f64| TOP + PANEL_H - y / ytop * PANEL_H;
+    let sy = |y: f64| {
+        let y = y.max(10f64.powi(lo));
+        TOP + PANEL_H - (y.log10() - f64::from(lo)) / f64::from(hi - lo) * PANEL_H
+    };
     let _ = writeln!(
         out,
         r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
@@ -196,8 +201,8 @@ fn panel(
         TOP - 12.0,
         escape(title)
     );
-    let mut t = 0.0;
-    while t <= ytop + ystep / 2.0 {
+    for decade in lo..=hi {
+        let t = 10f64.powi(decade);
         let y = sy(t);
         let _ = writeln!(
             out,
@@ -207,7 +212,6 @@ fn panel(
             y + 4.0,
             label(t)
         );
-        t += ystep;
     }
     let mut t = 0.0;
     while t <= xtop + xstep / 2.0 {
@@ -266,6 +270,18 @@ fn panel(
     }
 }
 
+/// The decades (powers of ten) around the positive `values`: (lowest, highest).
+fn decades(values: &[f64]) -> (i32, i32) {
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    let max = values.iter().copied().fold(0.0, f64::max);
+    if max <= 0.0 {
+        return (0, 1);
+    }
+    let lo = min.log10().floor() as i32;
+    let hi = (max.log10().ceil() as i32).max(lo + 1);
+    (lo, hi)
+}
+
 /// A tick step of 1, 2 or 5 × 10^k giving about five ticks, and the axis top (a multiple of it).
 fn nice(max: f64) -> (f64, f64) {
     let max = if max > 0.0 { max } else { 1.0 };
@@ -280,7 +296,10 @@ fn nice(max: f64) -> (f64, f64) {
 }
 
 fn label(v: f64) -> String {
-    if v >= 1000.0 {
+    if v >= 1e6 {
+        let m = format!("{:.1}", v / 1e6);
+        format!("{}M", m.trim_end_matches(".0"))
+    } else if v >= 1000.0 {
         let k = format!("{:.1}", v / 1000.0);
         format!("{}k", k.trim_end_matches(".0"))
     } else if v.fract() == 0.0 {
@@ -311,5 +330,8 @@ mod tests {
         assert_eq!(label(2.5), "2.5");
         assert_eq!(label(1500.0), "1.5k");
         assert_eq!(label(20000.0), "20k");
+        assert_eq!(label(1e7), "10M");
+        assert_eq!(decades(&[3.0, 950.0]), (0, 3));
+        assert_eq!(decades(&[10.0]), (1, 2));
     }
 }

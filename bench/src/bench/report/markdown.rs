@@ -24,9 +24,14 @@ other containers than the benchmark's). The floor is the bare cost of the same /
 by the benchmark itself in the same run, with plain system calls and no parsing (median of
 several rounds, CPU time): open/read/close of stat+status; pread on descriptors kept open; the
 service's design (pread within its descriptor budget, open/read/close beyond); and the procfs
-tracker's (readdir /proc + cgroup of every process + stat/status of container processes).
-Ratios to the floor hold on a noisy machine, absolute figures do not. RSS is VmRSS with the
-history full; peak is VmHWM. The Go figures are the original service's, from the issue.
+tracker's (readdir /proc + cgroup of every process + stat/status of container processes). These
+rounds run back to back; the cadence floor makes the design's reads once per sample period, as
+the service does (the kernel's data of the processes is then no longer cache-warm). Ratios to
+the floor hold on a noisy machine, absolute figures do not. RSS is VmRSS with the history full;
+peak is VmHWM; memory per process is (RSS − the service's RSS on the same host without
+container processes) / container processes. The peer is Debian's prometheus-process-exporter
+over the same host, one group per process, scraped once per period: its CPU per scrape. The Go
+figures are the original service's, from the issue.
 ";
 
 pub(super) fn conditions(settings: &Settings, results: &[PointResult]) -> String {
@@ -278,7 +283,7 @@ pub(super) fn body(
     {
         let _ = writeln!(
             out,
-            "\nAbove {} container processes the service (like the design floor) reads the \
+            "\nAbove {} container processes the service (like the design and cadence floors) reads the \
              processes beyond its descriptor budget with open/read/close: the open-file limit is \
              {}.",
             n(results

@@ -229,7 +229,7 @@ pub(super) fn floor_line(point: &PointResult) -> String {
          ({:.2} µs wall); pread on open fds {:.2} µs/process ({} processes within the fd budget); \
          service design (pread within budget, open/read/close beyond) {:.2} µs/process; procfs \
          tracker (readdir + cgroup of {} processes + stat/status of {} in containers) {:.0} µs/round \
-         = {:.2} µs per container process; cadence floor (pread on held fds of all {} processes, \
+         = {:.2} µs per container process; cadence floor (the design's reads of the {} processes, \
          one round every {}, median of {} rounds) {:.2} µs/process",
         f.rounds(),
         n(f.processes),
@@ -276,6 +276,17 @@ pub fn threads_line(threads: usize, run: &RunResult) -> String {
         w.us_per_sample(),
         threads_used(run)
     )
+}
+
+/// A reason on one line: a service's failure carries its log's tail; its first line says what
+/// happened, the log's first error line why.
+pub(super) fn first_line(why: &str) -> String {
+    let mut lines = why.lines().map(str::trim);
+    let first = lines.next().unwrap_or_default().trim_end_matches(':');
+    match lines.find(|l| l.starts_with("error")) {
+        Some(error) => format!("{first}: {error}"),
+        None => first.to_string(),
+    }
 }
 
 /// The threads the newest sample used, as /healthz said at the end of the window.
@@ -456,7 +467,10 @@ pub(super) fn threads_rows(point: &PointResult) -> Vec<Vec<String>> {
                 ]
             }
             Err(why) => {
-                let mut row = vec![threads.to_string(), format!("not measured: {why}")];
+                let mut row = vec![
+                    threads.to_string(),
+                    format!("not measured: {}", first_line(why)),
+                ];
                 row.extend(std::iter::repeat_n("–".to_string(), 5));
                 row
             }
@@ -683,6 +697,16 @@ pub(super) const REFERENCE_HEADERS: [&str; 6] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_on_one_line() {
+        let why = "the service exited (exit code 2); its log x.log:\nerror: unexpected argument\n\nUsage: …";
+        assert_eq!(
+            first_line(why),
+            "the service exited (exit code 2); its log x.log: error: unexpected argument"
+        );
+        assert_eq!(first_line("plain"), "plain");
+    }
 
     #[test]
     fn thousands() {

@@ -287,7 +287,7 @@ fn scale_targets(settings: &Settings, results: &[PointResult]) -> Vec<Target> {
                 .find_map(|(t, r)| {
                     r.as_ref()
                         .err()
-                        .map(|why| format!("--sampler-threads {t}: {why}"))
+                        .map(|why| format!("--sampler-threads {t}: {}", first_line(why)))
                 })
                 .unwrap_or_else(|| "fewer than two thread counts measured".into()),
             pass: None,
@@ -374,7 +374,9 @@ fn scale_targets(settings: &Settings, results: &[PointResult]) -> Vec<Target> {
             points
                 .iter()
                 .find_map(|p| p.peer.as_ref()?.as_ref().err().cloned())
-                .map_or("not measured (--peer)".into(), |why| format!("not measured: {why}"))
+                .map_or("not measured (--peer)".into(), |why| {
+                    format!("not measured: {}", first_line(&why))
+                })
         } else {
             peers.join("; ")
         },
