@@ -145,7 +145,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             );
             Ok(floor)
         };
-        let floor = measure_floor(settings.cadence_rounds.div_ceil(2))?;
+        // The base has no container processes to read: no floor.
+        let base = shape.containers == 0;
+        let floor = if base {
+            Floor::default()
+        } else {
+            measure_floor(settings.cadence_rounds.div_ceil(2))?
+        };
         let largest = !full && i + 1 == plan.len();
         let mut point = PointResult {
             shape,
@@ -189,7 +195,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let peer_here = full || (!point.is_base() && shape.hosts == settings.shape.hosts);
+        let peer_here = full || (!base && shape.hosts == settings.shape.hosts);
         if let (Some(bin), true) = (&settings.peer, peer_here) {
             point.peer = Some(match &peer_failed {
                 Some(why) => Err(why.clone()),
@@ -221,11 +227,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 let run = RunPlan {
                     load: LoadPlan::None,
                     probe: false,
-                    // The sample's duration and CPU need no full history.
-                    warmup: match settings.warmup {
-                        Warmup::Full => Warmup::For(settings.period * 10),
-                        short => short,
-                    },
+                    warmup: settings.threads_warmup(),
                     extra_args: vec!["--sampler-threads".into(), threads.to_string()],
                     label: format!("ebpf-threads{threads}"),
                 };
@@ -239,9 +241,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         // Once more after the runs: the medians of both halves, so drift of a shared machine
         // during the runs weighs on the floor as on the service.
-        point.floor = point
-            .floor
-            .merge(measure_floor(settings.cadence_rounds / 2)?);
+        if !base {
+            point.floor = point
+                .floor
+                .merge(measure_floor(settings.cadence_rounds / 2)?);
+        }
         results.push(point);
     }
     let mut machine = machine;
@@ -307,9 +311,9 @@ fn prepare_limits(
         eprintln!("  kernel.pid_max: {current} → {v} for this run (restored at the end)");
         cleanup::set_sysctl("kernel.pid_max", &v.to_string())?;
     }
-    // 2 per process, the service's reserve of 2048 (see floor::descriptor_budget) and room for
-    // its sockets and cgroup files.
-    raise_open_files(2 * (tasks + peak) + 2048 + 8192)
+    // 2 per process within four fifths of what is left after the service's reserve of 2048
+    // (see floor::descriptor_budget).
+    raise_open_files(2 * (tasks + peak) * 5 / 4 + 2048)
 }
 
 /// Raises this process's open-file limit (soft and hard; root with CAP_SYS_RESOURCE may exceed

@@ -379,6 +379,15 @@ impl Settings {
         plan
     }
 
+    /// The warm-up of the `--sampler-threads` runs: the sample's duration and CPU need no full
+    /// history, ten samples at most.
+    pub fn threads_warmup(&self) -> Warmup {
+        match self.warmup {
+            Warmup::Full => Warmup::For(self.period * 10),
+            short => short,
+        }
+    }
+
     /// The host shape of a container-sweep size: size / --processes containers, at least as
     /// many as the default scenario's (up to one per process).
     pub fn container_shape(&self, size: usize) -> Shape {

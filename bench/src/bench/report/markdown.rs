@@ -246,7 +246,7 @@ pub(super) fn body(
             &format!(
                 "Sampler threads: the eBPF service with --sampler-threads N at {} container processes (warm-up {}, then {} samples; sample duration from /healthz)",
                 n(point.shape.container_processes()),
-                humantime::format_duration(settings.period * 10),
+                settings.threads_warmup(),
                 (settings.measure.as_secs_f64() / period.as_secs_f64()).round()
             ),
         );
