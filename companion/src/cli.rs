@@ -178,6 +178,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u32).range(2..=86_400))]
     pub history: u32,
 
+    /// Threads that share a sample's reads of /proc. `0` (the default) chooses per sample: one
+    /// thread per 10,000 container processes, at most one per core, so a small host pays no
+    /// coordination and a large one keeps its period. Results do not depend on it.
+    #[arg(long, env = "COMPANION_SAMPLER_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub sampler_threads: u32,
+
     /// How container processes are found: `ebpf` follows the kernel's process events, `procfs`
     /// scans all of /proc every sample, `auto` uses eBPF when it loads and says why not otherwise.
     #[arg(long, env = "COMPANION_TRACKER", value_enum, default_value_t = TrackerChoice::Auto)]

@@ -256,25 +256,25 @@ mod tests {
         }
 
         fn process(&self, (pid, starttime, container, cpu): Row<'_>) -> ProcessSample {
-            ProcessSample {
-                info: Arc::new(ProcessInfo {
+            ProcessSample::new(
+                Arc::new(ProcessInfo {
                     pid,
                     starttime,
                     container: container.into(),
                     cmdline: format!("proc{pid}").into(),
                     has_cmdline: Some(true),
                 }),
-                stat: Arc::new(Stat {
+                Arc::new(Stat {
                     pid: pid.into(),
                     utime: cpu,
                     starttime,
                     ..Stat::default()
                 }),
-                status: Some(Arc::new(Status {
+                Some(Arc::new(Status {
                     vm_rss: 100 + u64::from(pid),
                     ..Status::default()
                 })),
-            }
+            )
         }
 
         /// Appends a sample 100 ticks after the previous one; processes missing from `rows`
@@ -553,7 +553,11 @@ mod tests {
         let mut processes = last.processes().to_vec();
         let mut status = (**processes[1].status.as_ref().unwrap()).clone();
         status.vm_rss = 0;
-        processes[1].status = Some(Arc::new(status));
+        processes[1] = ProcessSample::new(
+            processes[1].info.clone(),
+            processes[1].stat.clone(),
+            Some(Arc::new(status)),
+        );
         let sampled = processes
             .into_iter()
             .map(|process| Sampled {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
+pub mod descriptors;
 pub mod events;
 pub mod exits;
 pub mod history;

@@ -1,8 +1,8 @@
 //! The data of one sample: each process as a pass read it, grouped by container with totals.
 //!
-//! A sample is cheap to keep: each process entry is three shared pointers. The sampler reuses
-//! the previous sample's `Stat`, `Status` and `ProcessInfo` when they did not change, so an idle
-//! process costs one copy of its data for the whole history, not H copies.
+//! A sample is cheap to keep: each process entry is one shared pointer. The sampler reuses
+//! the previous sample's entry (and its `Stat`, `Status` and `ProcessInfo`) when they did not
+//! change, so an idle process costs one copy of its data for the whole history, not H copies.
 
 use std::{ops::Range, sync::Arc, time::SystemTime};
 
@@ -33,16 +33,54 @@ impl ProcessInfo {
     }
 }
 
-/// One process as one sample saw it.
+/// One process as one sample saw it: a shared pointer, so that the samples of a history in which
+/// the process did not change all hold the same one (8 bytes per sample, not 24).
 #[derive(Clone, Debug)]
-pub struct ProcessSample {
+pub struct ProcessSample(Arc<ProcessData>);
+
+/// What a [`ProcessSample`] points to.
+#[derive(Debug)]
+pub struct ProcessData {
     pub info: Arc<ProcessInfo>,
     pub stat: Arc<Stat>,
     /// `None` when the status file could not be read.
     pub status: Option<Arc<Status>>,
 }
 
+impl std::ops::Deref for ProcessSample {
+    type Target = ProcessData;
+    fn deref(&self) -> &ProcessData {
+        &self.0
+    }
+}
+
 impl ProcessSample {
+    pub fn new(info: Arc<ProcessInfo>, stat: Arc<Stat>, status: Option<Arc<Status>>) -> Self {
+        ProcessSample(Arc::new(ProcessData { info, stat, status }))
+    }
+
+    /// This sample when it holds exactly these parts, else a new one with them.
+    pub fn reuse(
+        previous: Option<&ProcessSample>,
+        info: &Arc<ProcessInfo>,
+        stat: &Arc<Stat>,
+        status: Option<&Arc<Status>>,
+    ) -> ProcessSample {
+        let same = |p: &ProcessSample| {
+            Arc::ptr_eq(&p.info, info)
+                && Arc::ptr_eq(&p.stat, stat)
+                && match (&p.status, status) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        match previous {
+            Some(p) if same(p) => p.clone(),
+            _ => ProcessSample::new(info.clone(), stat.clone(), status.cloned()),
+        }
+    }
+
     pub fn cpu_ticks(&self) -> u64 {
         self.stat.cpu_ticks()
     }
@@ -178,11 +216,15 @@ impl Sample {
         }
         containers.shrink_to_fit();
         departed.shrink_to_fit();
+        // Collected in place, the list would keep the larger allocation of `sampled` for the
+        // whole history.
+        let mut processes: Vec<ProcessSample> = sampled.into_iter().map(|s| s.process).collect();
+        processes.shrink_to_fit();
         Sample {
             seq: 0,
             timestamp,
             boot_ticks,
-            processes: sampled.into_iter().map(|s| s.process).collect(),
+            processes,
             containers,
             departed,
         }

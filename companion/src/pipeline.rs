@@ -52,6 +52,7 @@ impl Pipeline {
                 .filter(|(_, processes, _)| !processes.is_empty())
                 .count(),
             open_descriptors: self.sampler.open_descriptors(),
+            sampler_threads: self.sampler.threads_used(),
         };
         self.ledger.record(
             self.sampler.take_ended(),

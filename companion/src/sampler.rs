@@ -9,7 +9,8 @@
 
 use std::{collections::HashMap, fs::File, io, sync::Arc, time::SystemTime};
 
-use tracing::debug;
+use tracing::{debug, warn};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
     cgroup::{CgroupReader, Naming, container_of, read_membership},
@@ -18,7 +19,7 @@ use crate::{
     procfs::{
         self, CmdlineMode, ParseError, Pid, ProcRoot, Stat, Status, has_cmdline, render_cmdline,
     },
-    tracker::{Exit, Tracked, Tracker, TrackerKind, container_name},
+    tracker::{Exit, Processes, Tracked, Tracker, TrackerKind, container_name},
 };
 
 /// Every process's command line is read again at least once every this many samples, even when
@@ -43,6 +44,8 @@ struct Cached {
     /// While the main thread has exited and other threads run: a live thread, and the status
     /// served for the process (that thread's, under the process's pid and name).
     zombie_leader: Option<(Pid, Arc<Status>)>,
+    /// The entry of the latest sample that saw it, shared by the next while nothing changes.
+    last: Option<ProcessSample>,
 }
 
 pub struct SamplerOptions {
@@ -52,7 +55,14 @@ pub struct SamplerOptions {
     /// Processes that may keep their two files open.
     pub descriptor_budget: usize,
     pub cmdline: CmdlineMode,
+    /// Threads that share a pass's reads; 0: chosen per pass (see [`Sampler::threads_for`]).
+    pub threads: u32,
 }
+
+/// With `threads` at 0, a pass uses one thread per this many processes (at most one per core):
+/// below it, splitting costs more in coordination than it saves, and one thread reads this many
+/// in well under a tenth of a second.
+pub const PROCESSES_PER_THREAD: usize = 10_000;
 
 pub struct Sampler {
     options: SamplerOptions,
@@ -79,6 +89,10 @@ pub struct Sampler {
     buf: Vec<u8>,
     /// Reads each container's limits, throttling and pressure; `None` when not wanted.
     cgroups: Option<CgroupReader>,
+    /// The reading threads besides the sampler's own; `None` when a pass never splits.
+    pool: Option<rayon::ThreadPool>,
+    /// Threads the latest pass used.
+    threads_used: usize,
 }
 
 /// What reading one proc file gave; the text is in the buffer passed.
@@ -104,6 +118,23 @@ fn read(root: &ProcRoot, pid: Pid, name: &str, file: Option<&File>, buf: &mut Ve
 
 impl Sampler {
     pub fn new(options: SamplerOptions) -> Sampler {
+        let most = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        };
+        // Started now, before the service installs its system call filter.
+        let pool = (most > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(most)
+                    .thread_name(|i| format!("sampler-{i}"))
+                    .build()
+            })
+            .transpose()
+            .unwrap_or_else(|err| {
+                warn!("cannot start the sampler's reading threads, reading on one: {err}");
+                None
+            });
         Sampler {
             options,
             cache: HashMap::new(),
@@ -118,6 +149,8 @@ impl Sampler {
             limbo: Vec::new(),
             buf: Vec::with_capacity(4096),
             cgroups: None,
+            pool,
+            threads_used: 1,
         }
     }
 
@@ -131,9 +164,27 @@ impl Sampler {
         self.open
     }
 
+    /// Threads the latest pass split its reads over.
+    pub fn threads_used(&self) -> usize {
+        self.threads_used
+    }
+
     /// The processes that ended since the last call, for the exit ledger.
     pub fn take_ended(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.ended)
+    }
+
+    /// Threads for a pass over `processes`: as configured, else one per
+    /// [`PROCESSES_PER_THREAD`], at most the pool's.
+    fn threads_for(&self, processes: usize) -> usize {
+        let most = self
+            .pool
+            .as_ref()
+            .map_or(1, |pool| pool.current_num_threads());
+        match self.options.threads {
+            0 => processes.div_ceil(PROCESSES_PER_THREAD).clamp(1, most),
+            n => (n as usize).min(most),
+        }
     }
 
     /// One pass: refresh the tracker, read every tracked process, note who left.
@@ -142,19 +193,15 @@ impl Sampler {
         let boot_ticks = procfs::boot_ticks(self.ticks_per_second);
         tracker.refresh()?;
         self.pass += 1;
+        let tracked = tracker.processes();
+        let threads = self.threads_for(tracked.len());
+        self.threads_used = threads;
 
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut sampled = Vec::with_capacity(tracker.processes().len());
-        for (&pid, tracked) in tracker.processes() {
-            match self.read_process(pid, tracked, &mut buf) {
-                Ok(Some(process)) => sampled.push(process),
-                Ok(None) => {}
-                Err(err) => debug!(pid, %err, "process not sampled this time"),
-            }
-        }
-        self.buf = buf;
+        let mut sampled = self.read_known(tracked, threads);
+        sampled.extend(self.read_new(tracked, threads));
 
         let departed = self.collect_departed(tracker, boot_ticks, timestamp);
+        self.hold_descriptors();
         self.previous_boot_ticks = boot_ticks;
         let mut sample = Sample::new(timestamp, boot_ticks, sampled, departed);
         if let Some(reader) = &mut self.cgroups {
@@ -164,119 +211,111 @@ impl Sampler {
         Ok(sample)
     }
 
-    /// Reads one process. `Ok(None)`: it is gone, or not in the container the tracker says.
-    /// `Err`: it could not be read this time (it stays known, but is not listed in this sample).
-    fn read_process(
-        &mut self,
-        pid: Pid,
-        tracked: &Tracked,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<Option<Sampled>> {
-        let Some(cached) = self.cache.get_mut(&pid) else {
-            return self.read_new_process(pid, tracked, buf);
-        };
-        // Whatever happens below, a process still known is not taken for departed.
-        cached.seen_in = self.pass;
-        match refresh(&self.options, pid, tracked, cached, buf)? {
-            Refreshed::Same { recent_ticks } => Ok(Some(Sampled {
-                process: cached.sample(),
-                recent_ticks,
-            })),
-            Refreshed::Gone | Refreshed::Reused => {
+    /// Reads again every known process the tracker still lists. One found gone (or its pid
+    /// reused) leaves the cache for `gone`: a newcomer holding its pid is then read as new.
+    fn read_known(&mut self, tracked: &Processes, threads: usize) -> Vec<Sampled> {
+        let pass = self.pass;
+        let options = &self.options;
+        let mut known: Vec<(Pid, &Tracked, &mut Cached)> = self
+            .cache
+            .iter_mut()
+            .filter_map(|(&pid, cached)| Some((pid, tracked.get(&pid)?, cached)))
+            .collect();
+        let outcomes = split(self.pool.as_ref(), threads, &mut known, |entry, buf| {
+            let (pid, tracked, cached) = entry;
+            // Whatever happens below, a process still known is not taken for departed.
+            cached.seen_in = pass;
+            match refresh(options, *pid, tracked, cached, buf) {
+                Ok(Refreshed::Same { recent_ticks }) => Known::Read(Sampled {
+                    process: cached.sample(),
+                    recent_ticks,
+                }),
                 // The process we knew exited (its descriptor answers ESRCH, or its pid shows
-                // another start time). The tracker still lists the pid: a newcomer may hold it
-                // already, and is read now, as a new process whose CPU since its start counts.
-                let old = self.cache.remove(&pid).expect("cached");
-                self.gone.push((pid, old));
-                self.read_new_process(pid, tracked, buf)
+                // another start time).
+                Ok(Refreshed::Gone | Refreshed::Reused) => Known::Ended(*pid),
+                Err(err) => {
+                    debug!(pid, %err, "process not sampled this time");
+                    Known::Unread
+                }
+            }
+        });
+        let mut sampled = Vec::with_capacity(tracked.len());
+        for outcome in outcomes {
+            match outcome {
+                Known::Read(process) => sampled.push(process),
+                Known::Ended(pid) => {
+                    let old = self.cache.remove(&pid).expect("cached");
+                    self.gone.push((pid, old));
+                }
+                Known::Unread => {}
             }
         }
+        sampled
     }
 
-    /// First read of a process: verify its container when the tracker did not, open its files,
-    /// read its command line.
-    fn read_new_process(
-        &mut self,
-        pid: Pid,
-        tracked: &Tracked,
-        buf: &mut Vec<u8>,
-    ) -> io::Result<Option<Sampled>> {
+    /// First read of every process the tracker lists and the cache does not hold. Descriptors
+    /// are handed out before the reads, in order, while the budget lasts.
+    fn read_new(&mut self, tracked: &Processes, threads: usize) -> Vec<Sampled> {
+        let mut free = self.options.descriptor_budget.saturating_sub(self.open);
+        let mut new: Vec<(Pid, &Tracked, bool)> = tracked
+            .iter()
+            .filter(|(pid, _)| !self.cache.contains_key(pid))
+            .map(|(&pid, tracked)| {
+                let hold = free > 0;
+                free = free.saturating_sub(1);
+                (pid, tracked, hold)
+            })
+            .collect();
+        let (options, younger_than) = (&self.options, self.previous_boot_ticks);
+        let read = split(self.pool.as_ref(), threads, &mut new, |entry, buf| {
+            let (pid, tracked, hold) = *entry;
+            match first_read(options, pid, tracked, hold, younger_than, buf) {
+                Ok(read) => read.map(|(cached, recent_ticks)| (pid, cached, recent_ticks)),
+                Err(err) => {
+                    debug!(pid, %err, "process not sampled this time");
+                    None
+                }
+            }
+        });
+        let mut sampled = Vec::with_capacity(read.len());
+        for (pid, mut cached, recent_ticks) in read.into_iter().flatten() {
+            if cached.files.is_some() {
+                self.open += 1;
+            }
+            cached.seen_in = self.pass;
+            cached.cmdline_age = self.next_cmdline_age;
+            self.next_cmdline_age = (self.next_cmdline_age + 1) % CMDLINE_REFRESH_SAMPLES;
+            sampled.push(Sampled {
+                process: cached.sample(),
+                recent_ticks,
+            });
+            self.cache.insert(pid, cached);
+        }
+        sampled
+    }
+
+    /// Known processes read by path (the budget was spent when they came) get descriptors as
+    /// soon as departures free some: no process is read by open/read/close while descriptors
+    /// can be had. The next read through them checks the start time, as every read does.
+    fn hold_descriptors(&mut self) {
+        let budget = self.options.descriptor_budget;
+        if self.open >= budget || self.open >= self.cache.len() {
+            return;
+        }
         let root = &self.options.root;
-        if !tracked.verified {
-            match read_membership(root, pid, self.options.naming, buf) {
-                Ok(()) => {}
-                Err(err) if procfs::is_gone(&err) => return Ok(None),
-                Err(err) => return Err(err),
+        for (&pid, cached) in &mut self.cache {
+            if self.open >= budget {
+                break;
             }
-            let confirmed = container_of(buf, self.options.naming)
-                .is_some_and(|path| container_name(path) == *tracked.container);
-            if !confirmed {
-                debug!(pid, tracked = %tracked.container, "container not confirmed by /proc");
-                return Ok(None);
+            if cached.files.is_some() || cached.seen_in != self.pass {
+                continue;
             }
-        }
-        let files = if self.open < self.options.descriptor_budget {
             let open = |name| File::open(root.file(pid, name));
-            match (open("stat"), open("status")) {
-                (Ok(stat), Ok(status)) => Some((stat, status)),
-                (Err(err), _) | (_, Err(err)) if procfs::is_gone(&err) => return Ok(None),
-                // Read by path instead; the reads say what is wrong.
-                _ => None,
+            if let (Ok(stat), Ok(status)) = (open("stat"), open("status")) {
+                cached.files = Some((stat, status));
+                self.open += 1;
             }
-        } else {
-            None
-        };
-        match read(root, pid, "stat", files.as_ref().map(|f| &f.0), buf) {
-            Read::Text => {}
-            Read::Gone => return Ok(None),
-            Read::Failed(err) => return Err(err),
         }
-        let stat = Parsed::new(buf, Stat::parse).map_err(invalid)?;
-        let status = match read(root, pid, "status", files.as_ref().map(|f| &f.1), buf) {
-            Read::Text => Parsed::new(buf, Status::parse).ok(),
-            Read::Gone => return Ok(None),
-            Read::Failed(_) => None,
-        };
-        let zombie_leader = status
-            .as_ref()
-            .and_then(|s| zombie_leader_view(root, pid, &s.value, None, buf));
-        let thread = zombie_leader.as_ref().map(|(tid, _)| *tid);
-        let Some((cmdline, has_cmdline)) = read_cmdline(&self.options, pid, thread, buf) else {
-            return Ok(None);
-        };
-        if files.is_some() {
-            self.open += 1;
-        }
-        // Its CPU so far counts as recent only if it started after the previous pass began;
-        // an older process seen for the first time has no known baseline.
-        let recent_ticks = if stat.value.starttime >= self.previous_boot_ticks {
-            stat.value.cpu_ticks()
-        } else {
-            0
-        };
-        let cached = Cached {
-            info: Arc::new(ProcessInfo {
-                pid,
-                starttime: stat.value.starttime,
-                container: tracked.container.clone(),
-                cmdline,
-                has_cmdline,
-            }),
-            stat,
-            status,
-            files,
-            execs: tracked.execs,
-            seen_in: self.pass,
-            cmdline_age: self.next_cmdline_age,
-            zombie_leader,
-        };
-        self.next_cmdline_age = (self.next_cmdline_age + 1) % CMDLINE_REFRESH_SAMPLES;
-        let process = cached.sample();
-        self.cache.insert(pid, cached);
-        Ok(Some(Sampled {
-            process,
-            recent_ticks,
-        }))
     }
 
     /// Records a cached process as departed, with its CPU time at exit when known.
@@ -418,6 +457,123 @@ impl Sampler {
     }
 }
 
+/// What re-reading a known process gave.
+enum Known {
+    Read(Sampled),
+    /// It exited, or its pid names a newcomer now.
+    Ended(Pid),
+    /// It could not be read this time: it stays known, but is not in this sample.
+    Unread,
+}
+
+/// Runs `work` over `items`, split in `threads` contiguous parts on `pool` (inline when one
+/// thread is asked for), each part with its own read buffer; the results in one list.
+fn split<T: Send, R: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    threads: usize,
+    items: &mut [T],
+    work: impl Fn(&mut T, &mut Vec<u8>) -> R + Sync,
+) -> Vec<R> {
+    let part = |items: &mut [T]| {
+        let mut buf = Vec::with_capacity(4096);
+        items
+            .iter_mut()
+            .map(|item| work(item, &mut buf))
+            .collect::<Vec<R>>()
+    };
+    match pool {
+        Some(pool) if threads > 1 && items.len() > 1 => {
+            use rayon::prelude::*;
+            let size = items.len().div_ceil(threads);
+            let parts: Vec<Vec<R>> =
+                pool.install(|| items.par_chunks_mut(size).map(part).collect());
+            parts.into_iter().flatten().collect()
+        }
+        _ => part(items),
+    }
+}
+
+/// First read of a process: verify its container when the tracker did not, open its files when
+/// `hold`, read its command line. `Ok(None)`: it is gone, or not in the container the tracker
+/// says. The caller sets its place in the command-line refresh cycle.
+fn first_read(
+    options: &SamplerOptions,
+    pid: Pid,
+    tracked: &Tracked,
+    hold: bool,
+    previous_boot_ticks: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<(Cached, u64)>> {
+    let root = &options.root;
+    if !tracked.verified {
+        match read_membership(root, pid, options.naming, buf) {
+            Ok(()) => {}
+            Err(err) if procfs::is_gone(&err) => return Ok(None),
+            Err(err) => return Err(err),
+        }
+        let confirmed = container_of(buf, options.naming)
+            .is_some_and(|path| container_name(path) == *tracked.container);
+        if !confirmed {
+            debug!(pid, tracked = %tracked.container, "container not confirmed by /proc");
+            return Ok(None);
+        }
+    }
+    let files = if hold {
+        let open = |name| File::open(root.file(pid, name));
+        match (open("stat"), open("status")) {
+            (Ok(stat), Ok(status)) => Some((stat, status)),
+            (Err(err), _) | (_, Err(err)) if procfs::is_gone(&err) => return Ok(None),
+            // Read by path instead; the reads say what is wrong.
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match read(root, pid, "stat", files.as_ref().map(|f| &f.0), buf) {
+        Read::Text => {}
+        Read::Gone => return Ok(None),
+        Read::Failed(err) => return Err(err),
+    }
+    let stat = Parsed::new(buf, Stat::parse).map_err(invalid)?;
+    let status = match read(root, pid, "status", files.as_ref().map(|f| &f.1), buf) {
+        Read::Text => Parsed::new(buf, Status::parse).ok(),
+        Read::Gone => return Ok(None),
+        Read::Failed(_) => None,
+    };
+    let zombie_leader = status
+        .as_ref()
+        .and_then(|s| zombie_leader_view(root, pid, &s.value, None, buf));
+    let thread = zombie_leader.as_ref().map(|(tid, _)| *tid);
+    let Some((cmdline, has_cmdline)) = read_cmdline(options, pid, thread, buf) else {
+        return Ok(None);
+    };
+    // Its CPU so far counts as recent only if it started after the previous pass began;
+    // an older process seen for the first time has no known baseline.
+    let recent_ticks = if stat.value.starttime >= previous_boot_ticks {
+        stat.value.cpu_ticks()
+    } else {
+        0
+    };
+    let cached = Cached {
+        info: Arc::new(ProcessInfo {
+            pid,
+            starttime: stat.value.starttime,
+            container: tracked.container.clone(),
+            cmdline,
+            has_cmdline,
+        }),
+        stat,
+        status,
+        files,
+        execs: tracked.execs,
+        seen_in: 0,
+        cmdline_age: 0,
+        zombie_leader,
+        last: None,
+    };
+    Ok(Some((cached, recent_ticks)))
+}
+
 /// Reads a known process again.
 fn refresh(
     options: &SamplerOptions,
@@ -555,16 +711,15 @@ impl Cached {
         }
     }
 
-    fn sample(&self) -> ProcessSample {
+    /// The process as this pass read it: the previous pass's entry when nothing changed.
+    fn sample(&mut self) -> ProcessSample {
         let status = match &self.zombie_leader {
-            Some((_, view)) => Some(view.clone()),
-            None => self.status.as_ref().map(|s| s.value.clone()),
+            Some((_, view)) => Some(view),
+            None => self.status.as_ref().map(|s| &s.value),
         };
-        ProcessSample {
-            info: self.info.clone(),
-            stat: self.stat.value.clone(),
-            status,
-        }
+        let sample = ProcessSample::reuse(self.last.as_ref(), &self.info, &self.stat.value, status);
+        self.last = Some(sample.clone());
+        sample
     }
 }
 
@@ -594,13 +749,16 @@ fn zombie_leader_view(
     Some((tid, status))
 }
 
-/// The last text read from one proc file, and what it parsed to.
+/// The last text read from one proc file, as a digest, and what it parsed to.
 ///
 /// Most processes are idle: their stat and status read the same from one sample to the next.
-/// The text is compared first (a memcmp), and only a changed text is parsed; an unchanged one
-/// keeps sharing its parsed value with every earlier sample in the history.
+/// The text's digest is compared first, and only a changed text is parsed; an unchanged one
+/// keeps sharing its parsed value with every earlier sample in the history. A 128-bit XXH3
+/// digest rather than the text itself: status is about 1.4 KB, which kept for every process was
+/// a third of the service's memory; two different texts share a digest with a chance of about
+/// 2^-128 per comparison.
 struct Parsed<T> {
-    raw: Box<[u8]>,
+    digest: u128,
     value: Arc<T>,
 }
 
@@ -610,7 +768,7 @@ impl<T: PartialEq> Parsed<T> {
         parse: impl Fn(&[u8]) -> Result<T, ParseError>,
     ) -> Result<Self, ParseError> {
         Ok(Parsed {
-            raw: text.into(),
+            digest: xxh3_128(text),
             value: Arc::new(parse(text)?),
         })
     }
@@ -621,9 +779,10 @@ impl<T: PartialEq> Parsed<T> {
         text: &[u8],
         parse: impl Fn(&[u8]) -> Result<T, ParseError>,
     ) -> Result<(), ParseError> {
-        if *self.raw != *text {
+        let digest = xxh3_128(text);
+        if digest != self.digest {
             let value = parse(text)?;
-            self.raw = text.into();
+            self.digest = digest;
             if *self.value != value {
                 self.value = Arc::new(value);
             }
@@ -741,11 +900,16 @@ mod tests {
         }
 
         fn sampler(&self, descriptor_budget: usize) -> Sampler {
+            self.sampler_on(descriptor_budget, 1)
+        }
+
+        fn sampler_on(&self, descriptor_budget: usize, threads: u32) -> Sampler {
             Sampler::new(SamplerOptions {
                 root: ProcRoot::new(self.path()),
                 naming: Naming::V1Cpu,
                 descriptor_budget,
                 cmdline: CmdlineMode::Full,
+                threads,
             })
         }
     }
@@ -772,6 +936,127 @@ mod tests {
 
     fn pids(sample: &Sample) -> Vec<u32> {
         sample.processes().iter().map(|p| p.info.pid).collect()
+    }
+
+    /// Everything a sample says of its processes, for comparing two samplers.
+    fn contents(sample: &Sample) -> Vec<String> {
+        let mut rows: Vec<String> = sample
+            .processes()
+            .iter()
+            .map(|p| format!("{:?} {:?} {:?}", p.info, p.stat, p.status))
+            .collect();
+        rows.extend(sample.all_departed().iter().map(|d| format!("gone {d:?}")));
+        rows
+    }
+
+    #[test]
+    fn reads_split_over_threads_give_the_same_samples() {
+        let root = FakeRoot::new();
+        let all: Vec<u32> = (100..400).collect();
+        for &pid in &all {
+            root.process(pid, u64::from(pid % 7), 50, &format!("app\0{pid}\0"));
+        }
+        let mut tracker = tracking(&all, false);
+        // A budget smaller than the host: some processes are read by path on either side.
+        let mut one = root.sampler_on(120, 1);
+        let mut four = root.sampler_on(120, 4);
+        for round in 0..4u64 {
+            let (a, b) = (
+                one.sample(&mut tracker).unwrap(),
+                four.sample(&mut tracker).unwrap(),
+            );
+            assert_eq!(one.threads_used(), 1);
+            assert_eq!(
+                four.threads_used(),
+                4,
+                "300 processes split four ways as asked"
+            );
+            assert_eq!(contents(&a), contents(&b), "round {round}");
+            assert_eq!(a.processes().len(), all.len() - round as usize * 10);
+            // Between rounds: some processes run, some exit, a pid is reused.
+            for &pid in all.iter().step_by(3) {
+                root.process(pid, round + 10, 50, &format!("app\0{pid}\0"));
+            }
+            for &pid in &all[round as usize * 10..round as usize * 10 + 10] {
+                tracker.processes.remove(&pid);
+            }
+            root.process(399, 0, 60 + round, "newcomer\0");
+        }
+    }
+
+    #[test]
+    fn automatic_threads_follow_the_process_count() {
+        let root = FakeRoot::new();
+        let sampler = root.sampler_on(0, 0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(sampler.threads_for(0), 1);
+        assert_eq!(sampler.threads_for(PROCESSES_PER_THREAD), 1);
+        assert_eq!(sampler.threads_for(PROCESSES_PER_THREAD + 1), 2.min(cores));
+        assert_eq!(sampler.threads_for(100 * PROCESSES_PER_THREAD), cores);
+        // Asked for: that many, whatever the count.
+        assert_eq!(root.sampler_on(0, 3).threads_for(5), 3);
+    }
+
+    #[test]
+    fn processes_read_by_path_get_descriptors_once_some_are_free() {
+        let root = FakeRoot::new();
+        for pid in [1, 2, 3, 4] {
+            root.process(pid, 0, 50, "app\0");
+        }
+        let mut tracker = tracking(&[1, 2, 3, 4], true);
+        let mut sampler = root.sampler(2);
+        sampler.sample(&mut tracker).unwrap();
+        assert_eq!(sampler.open_descriptors(), 2, "the budget is spent");
+        let held = |s: &Sampler| s.cache.values().filter(|c| c.files.is_some()).count();
+        assert_eq!(held(&sampler), 2);
+
+        // One holder leaves: a process read by path takes its descriptors.
+        let holder = *sampler
+            .cache
+            .iter()
+            .find(|(_, c)| c.files.is_some())
+            .unwrap()
+            .0;
+        tracker.processes.remove(&holder);
+        sampler.sample(&mut tracker).unwrap();
+        assert_eq!(sampler.open_descriptors(), 2);
+        assert_eq!(held(&sampler), 2, "three processes, two held");
+        // And reads through them give the file's current text.
+        let upgraded = *sampler
+            .cache
+            .iter()
+            .find(|(pid, c)| c.files.is_some() && **pid != holder)
+            .unwrap()
+            .0;
+        root.write(upgraded, "stat", &stat_text(upgraded, 77, 50));
+        let sample = sampler.sample(&mut tracker).unwrap();
+        let read = sample
+            .processes()
+            .iter()
+            .find(|p| p.info.pid == upgraded)
+            .unwrap();
+        assert_eq!(read.stat.utime, 77);
+    }
+
+    #[test]
+    fn an_unchanged_process_is_one_shared_entry_across_samples() {
+        let root = FakeRoot::new();
+        root.process(10, 5, 100, "app\0");
+        let mut tracker = tracking(&[10], true);
+        let mut sampler = root.sampler(100);
+        let first = sampler.sample(&mut tracker).unwrap();
+        let second = sampler.sample(&mut tracker).unwrap();
+        assert!(std::ptr::eq(
+            &*first.processes()[0] as *const _,
+            &*second.processes()[0] as *const _
+        ));
+        root.write(10, "stat", &stat_text(10, 6, 100));
+        let third = sampler.sample(&mut tracker).unwrap();
+        assert!(!std::ptr::eq(
+            &*second.processes()[0] as *const _,
+            &*third.processes()[0] as *const _
+        ));
+        assert_eq!(third.processes()[0].stat.utime, 6);
     }
 
     #[test]

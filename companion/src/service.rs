@@ -21,6 +21,7 @@ use crate::{
     },
     cgroup::{self, CgroupFs, CgroupReader, Hierarchy},
     cli::{HttpArgs, ServeArgs, TrackerChoice},
+    descriptors::OpenFiles,
     events::EventHub,
     exits::{Ledger, LedgerOptions},
     inventory::{InventoryOptions, InventoryState},
@@ -43,9 +44,6 @@ use crate::{
 /// Nice value of the API's threads, relative to the sampler's 0.
 const API_NICE: i32 = 5;
 
-/// Descriptors kept for other uses (connections, the BPF side, logs) before the sampler's share.
-const DESCRIPTOR_RESERVE: u64 = 2048;
-
 /// Runs the service until SIGINT or SIGTERM.
 ///
 /// Everything that needs privileges (loading the BPF programs, binding the port, raising the
@@ -61,7 +59,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let hierarchy = Hierarchy::resolve(args.cgroup_hierarchy, root.path())?;
     let (admission, server_options) = http_options(&args.http)?;
     let tracker = choose_tracker(&args, &root, hierarchy)?;
-    let budget = DescriptorBudget::raise();
+    let open_files = Arc::new(OpenFiles::raise());
 
     // Bind before the first sample so a port in use fails fast; accept only after it.
     let addr = SocketAddr::new(args.listen_ip, args.port);
@@ -86,11 +84,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let sampler = Sampler::new(SamplerOptions {
                 root: root.clone(),
                 naming: hierarchy.naming(),
-                descriptor_budget: budget.processes,
+                descriptor_budget: open_files.process_budget,
                 cmdline: args.cmdline,
+                threads: args.sampler_threads,
             });
             if args.cgroup_stats {
-                sampler.with_cgroups(CgroupReader::new(CgroupFs::discover(), budget.cgroup_files))
+                sampler.with_cgroups(CgroupReader::new(
+                    CgroupFs::discover(),
+                    open_files.cgroup_file_budget,
+                ))
             } else {
                 sampler
             }
@@ -162,6 +164,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             http_metrics: Arc::new(HttpMetrics::default()),
             host,
             events: events.clone(),
+            open_files,
         };
         let router = api::router(state, &admission);
         info!(%local, tls = server_options.tls.is_some(), auth = admission.auth.is_some(), "listening");
@@ -317,39 +320,6 @@ fn choose_tracker(
                 Ok(Box::new(scan()))
             }
         },
-    }
-}
-
-/// What the sampler may keep open, of the descriptors this process may have.
-struct DescriptorBudget {
-    /// Processes whose two files stay open.
-    processes: usize,
-    /// Cgroup files that stay open (about a dozen per container).
-    cgroup_files: usize,
-}
-
-impl DescriptorBudget {
-    /// Raises the soft descriptor limit to the hard one and shares what is left after the
-    /// reserve: a fifth for cgroup files, the rest for processes. Beyond either budget files
-    /// are opened by path for each read instead.
-    fn raise() -> DescriptorBudget {
-        use rustix::process::{Resource, getrlimit, setrlimit};
-        let mut limit = getrlimit(Resource::Nofile);
-        if let Some(hard) = limit.maximum
-            && limit.current != Some(hard)
-        {
-            limit.current = Some(hard);
-            if let Err(err) = setrlimit(Resource::Nofile, limit) {
-                warn!("cannot raise the open-file limit: {err}");
-            }
-        }
-        let current = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
-        let usable = current.saturating_sub(DESCRIPTOR_RESERVE);
-        let cgroup_files = usable / 5;
-        DescriptorBudget {
-            processes: ((usable - cgroup_files) / 2) as usize,
-            cgroup_files: cgroup_files as usize,
-        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct SamplingStats {
     pub containers: usize,
     /// Processes whose files are read through descriptors kept open.
     pub open_descriptors: usize,
+    /// Threads the newest sample's reads were split over (see `--sampler-threads`).
+    pub sampler_threads: usize,
 }
 
 /// A histogram of sample durations, shared by every publication (its counts only grow).

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::AppState;
 use crate::{
+    descriptors::OpenFiles,
     store::SamplingStats,
     tracker::{TrackerKind, TrackerStats},
 };
@@ -25,6 +26,8 @@ pub struct Health {
     pub sampling: SamplingStats,
     #[serde(flatten)]
     pub tracker_stats: TrackerStats,
+    /// The open-file limit, why it is what it is, and the sampler's share of it.
+    pub open_files: OpenFiles,
 }
 
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -60,6 +63,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
         history_capacity: published.history.capacity(),
         sampling: published.sampling.clone(),
         tracker_stats: published.tracker_stats.clone(),
+        open_files: (*state.open_files).clone(),
     };
     (code, Json(health))
 }

@@ -216,25 +216,25 @@ mod tests {
     };
 
     fn process(pid: Pid, starttime: u64, container: &str, cpu: u64) -> ProcessSample {
-        ProcessSample {
-            info: Arc::new(ProcessInfo {
+        ProcessSample::new(
+            Arc::new(ProcessInfo {
                 pid,
                 starttime,
                 container: container.into(),
                 cmdline: "x".into(),
                 has_cmdline: Some(true),
             }),
-            stat: Arc::new(Stat {
+            Arc::new(Stat {
                 pid: pid.into(),
                 utime: cpu,
                 starttime,
                 ..Stat::default()
             }),
-            status: Some(Arc::new(Status {
+            Some(Arc::new(Status {
                 vm_rss: 1,
                 ..Status::default()
             })),
-        }
+        )
     }
 
     /// Samples one second apart (100 ticks), each `(pid, starttime, cpu ticks, recent ticks)`.

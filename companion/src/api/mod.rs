@@ -27,7 +27,7 @@ use tower_http::{compression::CompressionLayer, timeout::TimeoutLayer};
 pub use error::ApiError;
 pub use guard::TokenAuth;
 
-use crate::{events::EventHub, metrics::HttpMetrics, store::Shared};
+use crate::{descriptors::OpenFiles, events::EventHub, metrics::HttpMetrics, store::Shared};
 
 /// What every handler can see.
 #[derive(Clone)]
@@ -38,6 +38,8 @@ pub struct AppState {
     pub host: Arc<v2::Host>,
     /// What `/api/v2/events` streams.
     pub events: Arc<EventHub>,
+    /// The open-file limit as set at start (`/healthz`).
+    pub open_files: Arc<OpenFiles>,
 }
 
 /// How requests are admitted.
