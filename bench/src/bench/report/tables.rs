@@ -101,9 +101,10 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>], markdown: bool, left
 /// One line per run, printed as the benchmark goes.
 pub fn run_line(point: &PointResult, run: &RunResult) -> String {
     let w = &run.window;
+    let f = &point.floor;
     let mut s = format!(
         "{:<6} {:>6.2} µs/process·sample ({:.0} µs/sample, {:.1} % of a core, {:.0} tracked), \
-         RSS {:.1} MB (peak {:.1}), ×{:.2} open/read/close floor, ×{:.2} procfs floor, {} slipped",
+         RSS {:.1} MB (peak {:.1}), {} slipped",
         run.tracker.to_string(),
         w.us_per_process(),
         w.us_per_sample(),
@@ -111,10 +112,18 @@ pub fn run_line(point: &PointResult, run: &RunResult) -> String {
         w.tracked,
         mb(w.memory.rss_kb),
         mb(w.memory.hwm_kb),
-        w.us_per_process() / point.floor.open_read_close_us().max(1e-9),
-        w.us_per_sample() / point.floor.procfs_round_us().max(1e-9),
         w.slipped
     );
+    // The base has no floor (no container processes).
+    if f.rounds() > 0 {
+        let _ = write!(
+            s,
+            "; ×{:.2} cadence floor, ×{:.2} open/read/close floor, ×{:.2} procfs floor",
+            w.us_per_process() / f.cadence_us().max(1e-9),
+            w.us_per_process() / f.open_read_close_us().max(1e-9),
+            w.us_per_sample() / f.procfs_round_us().max(1e-9)
+        );
+    }
     for load in &run.load {
         let _ = write!(
             s,

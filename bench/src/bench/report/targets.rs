@@ -270,7 +270,7 @@ fn scale_targets(settings: &Settings, results: &[PointResult]) -> Vec<Target> {
             out.push(Target {
                 what: what.into(),
                 measured: format!(
-                    "at {}: sample {:.1} ms with {t1} thread(s), {:.1} ms with {tn}: {speedup:.2}× faster, CPU per sample {:.2}× (identical results: checked by the end-to-end tests, not here)",
+                    "at {} container processes: sample {:.1} ms with {t1} thread(s), {:.1} ms with {tn}: speed-up {speedup:.2}×, CPU per sample {:.2}× (identical results: checked by the end-to-end tests, not here)",
                     at(p),
                     1e3 * one.window.watch.mean_last_sample(),
                     1e3 * many.window.watch.mean_last_sample(),
