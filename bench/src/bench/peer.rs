@@ -78,8 +78,9 @@ async fn scrape(
     duration: Duration,
     period: Duration,
 ) -> anyhow::Result<PeerResult> {
-    // Until it listens (it reads /proc once before, so the first scrape is not a cold one).
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Until it listens (it reads /proc once before, so the first scrape is not a cold one; that
+    // takes it about a minute at 50,000 processes).
+    let deadline = Instant::now() + Duration::from_secs(300);
     while let Err(err) = tokio::net::TcpStream::connect(addr).await {
         cleanup::check()?;
         if Instant::now() > deadline {
