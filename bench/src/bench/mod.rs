@@ -6,8 +6,9 @@
 //! history, measure its CPU and memory over whole samples, and — for the default scenario — put
 //! the API under load ([`load`]) and measure exec-to-visible latency ([`probe`]). The figures are
 //! [`results`]. At the points of the container sweep the peer runs over the same host
-//! ([`peer`]); at the largest shape the eBPF service runs once more per `--sampler-threads`
-//! value, and with paced API load. The figures go to stdout, BENCHMARKS.md and an SVG plot ([`report`], [`plot`]).
+//! ([`peer`]); at the largest shape the eBPF service runs with paced API load, then once more
+//! per `--sampler-threads` value. The figures go to stdout, BENCHMARKS.md and an SVG plot
+//! ([`report`], [`plot`]).
 //! Everything started or changed is undone on every exit path ([`crate::kit::cleanup`]).
 
 pub mod floor;
@@ -274,9 +275,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises kernel.pid_max when the plan's peak would crowd it, and the open-file limit (the
-/// service inherits it) so that the floor and the service can hold two descriptors for every
-/// process of the largest shape.
+/// Raises kernel.pid_max when the plan's peak would crowd it, and, where allowed, the open-file
+/// limit (the service inherits it) so that the floors and the service can hold two descriptors
+/// for every process of the largest shape.
 fn prepare_limits(
     settings: &Settings,
     args: &BenchArgs,
