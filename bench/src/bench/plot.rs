@@ -131,7 +131,7 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
         &series,
         xmax,
         |p| p.1,
-        "CPU per sample (µs)",
+        "CPU per sample (µs, log scale)",
     );
     panel(
         &mut out,
@@ -139,7 +139,7 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
         &series,
         xmax,
         |p| p.2,
-        "CPU per container process per sample (µs)",
+        "CPU per container process per sample (µs, log scale)",
     );
     // legend
     let mut y = TOP + PANEL_H + 55.0;

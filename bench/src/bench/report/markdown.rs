@@ -252,10 +252,7 @@ pub(super) fn body(
         );
         out.push_str(&table(&THREADS_HEADERS, &threads_rows(point), md, 1));
     }
-    if let Some(point) = results
-        .iter()
-        .rfind(|p| !p.full && p.runs.iter().any(|r| !r.load.is_empty()))
-    {
+    if let Some(point) = load_point(results) {
         h(
             &mut out,
             &format!(

@@ -287,6 +287,14 @@ pub fn threads_line(threads: usize, run: &RunResult) -> String {
     )
 }
 
+/// The point past the default scenario where the eBPF service ran under paced API load (the
+/// largest shape).
+pub(super) fn load_point(results: &[PointResult]) -> Option<&PointResult> {
+    results
+        .iter()
+        .rfind(|p| !p.full && p.runs.iter().any(|r| !r.load.is_empty()))
+}
+
 /// A reason on one line: a service's failure carries its log's tail; its first line says what
 /// happened, the log's first error line why.
 pub(super) fn first_line(why: &str) -> String {

@@ -386,12 +386,12 @@ fn scale_targets(settings: &Settings, results: &[PointResult]) -> Vec<Target> {
     // API at the largest point, paced, with the eBPF tracker.
     let what =
         "eBPF: API check-query p99 ≤ 10 ms with 100 clients while sampling, at the largest point";
-    let largest = points.last().and_then(|p| {
+    let largest = load_point(results).and_then(|p| {
         let r = p.run(Tracker::Ebpf)?;
-        Some((*p, r.load.iter().find(|l| l.result.rate.is_some())?))
+        Some((p, r.load.iter().find(|l| l.result.rate.is_some())?))
     });
     match largest {
-        Some((p, l)) if !p.full => out.push(Target {
+        Some((p, l)) => out.push(Target {
             what: what.into(),
             measured: format!(
                 "at {}: check-query p99 {:.2} ms (all {:.2} ms), {} clients paced at {:.0}/s, {} errors, {} slipped ({})",
