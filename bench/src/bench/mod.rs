@@ -210,7 +210,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     settings.period,
                 ) {
                     Ok(peer) => {
-                        eprintln!("  {}", report::peer_line(&point, &peer));
+                        eprintln!("  peer   {}", report::peer_line(&point, &peer));
                         Ok(peer)
                     }
                     Err(err) if !cleanup::interrupted() => {

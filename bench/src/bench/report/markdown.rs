@@ -116,7 +116,11 @@ pub(super) fn body(
         );
         let _ = writeln!(out, "{}\n", floor_line(default));
         if let Some(Ok(peer)) = &default.peer {
-            let _ = writeln!(out, "{}\n", peer_line(default, peer).trim_start());
+            let _ = writeln!(
+                out,
+                "peer (prometheus-process-exporter, one group per process, over the same host): {}\n",
+                peer_line(default, peer)
+            );
         }
         out.push_str(&table(&COST_HEADERS, &cost_rows(default), md, 1));
         let _ = writeln!(out);

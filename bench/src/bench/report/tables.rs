@@ -261,7 +261,7 @@ pub(super) fn floor_line(point: &PointResult) -> String {
 /// One line for the peer's measurement, printed as the benchmark goes.
 pub fn peer_line(point: &PointResult, peer: &PeerResult) -> String {
     format!(
-        "peer   {:.0} µs/scrape over {} scrapes ({:.2} µs per process listed, {:.2} per container \
+        "{:.0} µs/scrape over {} scrapes ({:.2} µs per process listed, {:.2} per container \
          process), {} processes listed, scrape {:.0} ms mean / {:.0} max, RSS {:.1} MB",
         peer.us_per_scrape(),
         peer.scrapes,
