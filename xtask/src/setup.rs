@@ -17,7 +17,8 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// then what the end-to-end tests run: `systemd-analyze` (checks the systemd unit), the
 /// Prometheus client's strict OpenMetrics parser (reads /metrics), a real container runtime:
 /// Docker (engine, containerd, runc), Podman, and a static busybox to make their test image from
-/// offline, and a headless browser with its WebDriver (the web tests drive the page).
+/// offline, and a headless browser with its WebDriver (the web tests drive the page); the
+/// density benchmark's peer, Debian's process exporter.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
@@ -32,6 +33,7 @@ const APT_PACKAGES: &[&str] = &[
     "podman",
     "chromium",
     "chromium-driver",
+    "prometheus-process-exporter",
 ];
 /// Components of the nightly toolchain: `rust-src` for `-Z build-std=core`, `clippy` for `lint`.
 const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];

@@ -4,7 +4,12 @@
 //! - open/read/close of /proc/PID/stat and /proc/PID/status for each container process;
 //! - pread at offset 0 of the same files through descriptors opened once;
 //! - the service's design floor: pread within the service's descriptor budget (its formula:
-//!   (open-file limit − 2048) / 2 processes), open/read/close beyond it;
+//!   four fifths of (open-file limit − 2048), two descriptors per process), open/read/close
+//!   beyond it;
+//! - the cadence floor: the service's design (pread on held descriptors within the budget,
+//!   open/read/close beyond), but one round per sample period, as the service reads them: back
+//!   to back, the kernel's data of these tasks stays cache-warm and a round costs about half of
+//!   what it costs once a second;
 //! - the procfs tracker's floor: readdir /proc, open/read/close /proc/PID/cgroup of every process,
 //!   and for the processes found in a container the design-floor read of stat and status.
 //!
@@ -35,6 +40,10 @@ pub struct Floor {
     pread: Vec<f64>,
     /// Per round: CPU µs of the procfs tracker's floor over the whole host.
     procfs: Vec<f64>,
+    /// Per round: CPU µs per process for stat+status with pread on held descriptors, one round
+    /// per `cadence_gap` (see [`measure_cadence`]).
+    cadence: Vec<f64>,
+    pub cadence_gap: Duration,
 }
 
 impl Floor {
@@ -59,6 +68,13 @@ impl Floor {
         (self.pread_us() * within as f64 + self.open_read_close_us() * beyond as f64)
             / self.processes.max(1) as f64
     }
+    /// µs per process for stat+status, pread on held descriptors, at the service's cadence.
+    pub fn cadence_us(&self) -> f64 {
+        median(&mut self.cadence.clone())
+    }
+    pub fn cadence_rounds(&self) -> usize {
+        self.cadence.len()
+    }
     /// The procfs tracker's floor: µs per round over the whole host.
     pub fn procfs_round_us(&self) -> f64 {
         median(&mut self.procfs.clone())
@@ -73,6 +89,7 @@ impl Floor {
         self.orc_wall.extend(other.orc_wall);
         self.pread.extend(other.pread);
         self.procfs.extend(other.procfs);
+        self.cadence.extend(other.cadence);
         self.procfs_listed = self.procfs_listed.max(other.procfs_listed);
         self.procfs_in_containers = self.procfs_in_containers.max(other.procfs_in_containers);
         self
@@ -99,13 +116,23 @@ pub fn descriptor_budget() -> usize {
     } else {
         limit.rlim_cur
     };
-    (current.saturating_sub(2048) / 2) as usize
+    // The service keeps 2048 for other uses and a fifth of the rest for cgroup files.
+    let usable = current.saturating_sub(2048);
+    ((usable - usable / 5) / 2) as usize
 }
 
-/// Measures the floor for `pids` (the container processes) and for the whole host.
-/// `v1_cpu` says which /proc/PID/cgroup line names the container.
-pub fn measure(pids: &[u32], rounds: usize, gap: Duration, v1_cpu: bool) -> anyhow::Result<Floor> {
+/// Measures the floor for `pids` (the container processes) and for the whole host: `rounds`
+/// back-to-back rounds of each variant, and `cadence_rounds` of the cadence floor, one every
+/// `gap`. `v1_cpu` says which /proc/PID/cgroup line names the container.
+pub fn measure(
+    pids: &[u32],
+    rounds: usize,
+    cadence_rounds: usize,
+    gap: Duration,
+    v1_cpu: bool,
+) -> anyhow::Result<Floor> {
     let rounds = rounds.max(2);
+    let cadence = measure_cadence(pids, cadence_rounds, gap)?;
     let budget = descriptor_budget().min(pids.len());
     let mut buf = vec![0u8; 4096];
     let n = pids.len().max(1) as f64;
@@ -114,7 +141,7 @@ pub fn measure(pids: &[u32], rounds: usize, gap: Duration, v1_cpu: bool) -> anyh
     let mut cpu = Vec::new();
     let mut wall = Vec::new();
     for round in 0..=rounds {
-        cleanup::sleep(gap)?;
+        cleanup::check()?;
         let (c, w) = timed(|| {
             for &pid in pids {
                 read_path(pid, b"stat", &mut buf);
@@ -136,7 +163,7 @@ pub fn measure(pids: &[u32], rounds: usize, gap: Duration, v1_cpu: bool) -> anyh
         .collect();
     let mut pread_rounds = Vec::new();
     for round in 0..=rounds {
-        cleanup::sleep(gap)?;
+        cleanup::check()?;
         let (c, _) = timed(|| {
             for &(stat, status) in &open {
                 pread(stat, &mut buf);
@@ -174,7 +201,7 @@ pub fn measure(pids: &[u32], rounds: usize, gap: Duration, v1_cpu: bool) -> anyh
     let mut listed = 0;
     let mut found = 0;
     for round in 0..=rounds {
-        cleanup::sleep(gap)?;
+        cleanup::check()?;
         let (c, _) = timed(|| {
             listed = 0;
             found = 0;
@@ -214,7 +241,51 @@ pub fn measure(pids: &[u32], rounds: usize, gap: Duration, v1_cpu: bool) -> anyh
         orc_wall,
         pread: pread_rounds,
         procfs: cpu,
+        cadence,
+        cadence_gap: gap,
     })
+}
+
+/// The cadence floor: `rounds` rounds (after one warm-up round) of the design's reads of
+/// stat+status (pread on descriptors held within the budget, open/read/close beyond), the
+/// rounds starting `gap` apart (at once when a round outlasts the gap); CPU µs per process of
+/// each round.
+fn measure_cadence(pids: &[u32], rounds: usize, gap: Duration) -> anyhow::Result<Vec<f64>> {
+    if rounds == 0 || pids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (held, beyond) = pids.split_at(descriptor_budget().min(pids.len()));
+    let open: Vec<(i32, i32)> = held
+        .iter()
+        .filter_map(|&pid| Some((open_path(pid, b"stat")?, open_path(pid, b"status")?)))
+        .collect();
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(rounds);
+    let mut next = Instant::now();
+    for round in 0..=rounds {
+        if let Some(wait) = next.checked_duration_since(Instant::now())
+            && let Err(err) = cleanup::sleep(wait)
+        {
+            close_all(&open);
+            return Err(err);
+        }
+        next = Instant::now() + gap;
+        let (c, _) = timed(|| {
+            for &(stat, status) in &open {
+                pread(stat, &mut buf);
+                pread(status, &mut buf);
+            }
+            for &pid in beyond {
+                read_path(pid, b"stat", &mut buf);
+                read_path(pid, b"status", &mut buf);
+            }
+        });
+        if round > 0 {
+            out.push(c / (open.len() + beyond.len()).max(1) as f64);
+        }
+    }
+    close_all(&open);
+    Ok(out)
 }
 
 fn close_all(fds: &[(i32, i32)]) {

@@ -5,12 +5,16 @@
 //! run the service once per tracker mode against the same host ([`crate::kit::service`]): wait for a full
 //! history, measure its CPU and memory over whole samples, and — for the default scenario — put
 //! the API under load ([`load`]) and measure exec-to-visible latency ([`probe`]). The figures are
-//! [`results`]; they go to stdout, BENCHMARKS.md and an SVG plot ([`report`], [`plot`]).
+//! [`results`]. At the points of the container sweep the peer runs over the same host
+//! ([`peer`]); at the largest shape the eBPF service runs with paced API load, then once more
+//! per `--sampler-threads` value. The figures go to stdout, BENCHMARKS.md and an SVG plot
+//! ([`report`], [`plot`]).
 //! Everything started or changed is undone on every exit path ([`crate::kit::cleanup`]).
 
 pub mod floor;
 pub mod host;
 pub mod load;
+pub mod peer;
 pub mod plot;
 pub mod probe;
 pub mod report;
@@ -66,7 +70,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         settings.bin.display(),
         settings.work_dir.display()
     );
-    prepare_sysctls(&settings, &args, &plan)?;
+    prepare_limits(&settings, &args, &plan)?;
     let _bpf_stats = if settings.trackers.contains(&Tracker::Ebpf) && args.bpf_stats {
         enable_bpf_stats()
             .inspect_err(|err| eprintln!("  note: no BPF run-time statistics: {err}"))
@@ -102,6 +106,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut results: Vec<PointResult> = Vec::new();
     let mut unavailable: Vec<(Tracker, String)> = Vec::new();
+    let mut peer_failed: Option<String> = None;
     for (i, &(shape, full)) in plan.iter().enumerate() {
         eprintln!(
             "[{}/{}] {} containers × {} processes = {} container processes, {} host processes{}",
@@ -113,30 +118,42 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             shape.hosts,
             if full {
                 " (default scenario: full suite)"
+            } else if shape.containers == 0 {
+                " (the service's base)"
             } else {
                 " (sweep point)"
             }
         );
         host.resize(shape)?;
         cleanup::sleep(Duration::from_secs(1))?;
-        let measure_floor = || -> anyhow::Result<Floor> {
+        // The cadence rounds are split between the two measurements (before and after).
+        let measure_floor = |cadence_rounds: usize| -> anyhow::Result<Floor> {
             let floor = floor::measure(
                 &host.container_pids(),
                 settings.floor_rounds,
+                cadence_rounds,
                 settings.floor_gap,
                 host.mount.v1_cpu,
             )?;
             eprintln!(
-                "  floor: open/read/close {:.2} µs/process, pread {:.2} µs/process, procfs tracker {:.0} µs/round ({} listed, {} in containers)",
+                "  floor: open/read/close {:.2} µs/process, pread {:.2} µs/process back to back, {:.2} at the cadence, procfs tracker {:.0} µs/round ({} listed, {} in containers)",
                 floor.open_read_close_us(),
                 floor.pread_us(),
+                floor.cadence_us(),
                 floor.procfs_round_us(),
                 floor.procfs_listed,
                 floor.procfs_in_containers
             );
             Ok(floor)
         };
-        let floor = measure_floor()?;
+        // The base has no container processes to read: no floor.
+        let base = shape.containers == 0;
+        let floor = if base {
+            Floor::default()
+        } else {
+            measure_floor(settings.cadence_rounds.div_ceil(2))?
+        };
+        let largest = !full && i + 1 == plan.len();
         let mut point = PointResult {
             shape,
             full,
@@ -144,13 +161,28 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             floor,
             runs: Vec::new(),
             failed: Vec::new(),
+            peer: None,
+            threads: Vec::new(),
         };
         for &tracker in &settings.trackers {
             if let Some((_, why)) = unavailable.iter().find(|(t, _)| *t == tracker) {
                 point.failed.push((tracker, why.clone()));
                 continue;
             }
-            match run_service(&runtime, &settings, &host, tracker, full, i)? {
+            let what = RunPlan {
+                load: if full {
+                    LoadPlan::Full
+                } else if largest && tracker == Tracker::Ebpf && settings.load_at_largest {
+                    LoadPlan::PacedOnly
+                } else {
+                    LoadPlan::None
+                },
+                probe: full,
+                warmup: settings.warmup,
+                extra_args: Vec::new(),
+                label: tracker.to_string(),
+            };
+            match run_service(&runtime, &settings, &host, tracker, &what, i)? {
                 Ok(run) => {
                     eprintln!("  {}", report::run_line(&point, &run));
                     point.runs.push(run);
@@ -164,9 +196,57 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        let peer_here = full || (!base && shape.hosts == settings.shape.hosts);
+        if let (Some(bin), true) = (&settings.peer, peer_here) {
+            point.peer = Some(match &peer_failed {
+                Some(why) => Err(why.clone()),
+                // A third of the service's window: its cost per scrape varies little, and one
+                // scrape of 50,000 processes takes it most of a minute.
+                None => match peer::measure(
+                    &runtime,
+                    bin,
+                    &settings.work_dir,
+                    settings.measure / 3,
+                    settings.period,
+                ) {
+                    Ok(peer) => {
+                        eprintln!("  peer   {}", report::peer_line(&point, &peer));
+                        Ok(peer)
+                    }
+                    Err(err) if !cleanup::interrupted() => {
+                        let why = format!("{err:#}");
+                        eprintln!("  peer: not measured: {why}");
+                        peer_failed = Some(why.clone());
+                        Err(why)
+                    }
+                    Err(err) => return Err(err),
+                },
+            });
+        }
+        if i + 1 == plan.len() && settings.trackers.contains(&Tracker::Ebpf) {
+            for &threads in &settings.speedup_threads {
+                let run = RunPlan {
+                    load: LoadPlan::None,
+                    probe: false,
+                    warmup: settings.threads_warmup(),
+                    extra_args: vec!["--sampler-threads".into(), threads.to_string()],
+                    label: format!("ebpf-threads{threads}"),
+                };
+                let outcome = run_service(&runtime, &settings, &host, Tracker::Ebpf, &run, i)?;
+                match &outcome {
+                    Ok(r) => eprintln!("  {}", report::threads_line(threads, r)),
+                    Err(why) => eprintln!("  --sampler-threads {threads}: not measured: {why}"),
+                }
+                point.threads.push((threads, outcome));
+            }
+        }
         // Once more after the runs: the medians of both halves, so drift of a shared machine
         // during the runs weighs on the floor as on the service.
-        point.floor = point.floor.merge(measure_floor()?);
+        if !base {
+            point.floor = point
+                .floor
+                .merge(measure_floor(settings.cadence_rounds / 2)?);
+        }
         results.push(point);
     }
     let mut machine = machine;
@@ -195,8 +275,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises kernel.pid_max when the plan's peak would crowd it.
-fn prepare_sysctls(
+/// Raises kernel.pid_max when the plan's peak would crowd it, and, where allowed, the open-file
+/// limit (the service inherits it) so that the floors and the service can hold two descriptors
+/// for every process of the largest shape.
+fn prepare_limits(
     settings: &Settings,
     args: &BenchArgs,
     plan: &[(Shape, bool)],
@@ -230,6 +312,47 @@ fn prepare_sysctls(
         eprintln!("  kernel.pid_max: {current} → {v} for this run (restored at the end)");
         cleanup::set_sysctl("kernel.pid_max", &v.to_string())?;
     }
+    // 2 per process within four fifths of what is left after the service's reserve of 2048
+    // (see floor::descriptor_budget).
+    raise_open_files(2 * (tasks + peak) * 5 / 4 + 2048)
+}
+
+/// Raises this process's open-file limit (soft and hard; root with CAP_SYS_RESOURCE may exceed
+/// the hard one, up to fs.nr_open) to at least `wanted`; never lowers it. Children inherit it.
+/// Where it may not, the floors and the service read the processes beyond their descriptor
+/// budget with open/read/close (the report says from where).
+fn raise_open_files(wanted: u64) -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall on a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading the open-file limit");
+    }
+    let nr_open: u64 = cleanup::read_sysctl("fs.nr_open")?.parse()?;
+    let wanted = wanted.min(nr_open);
+    if limit.rlim_cur >= wanted {
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: limit.rlim_max.max(wanted),
+    };
+    // SAFETY: plain syscall on a local struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        eprintln!(
+            "  note: the open-file limit stays at {} (hard {}), not {wanted}: {}",
+            limit.rlim_cur,
+            limit.rlim_max,
+            std::io::Error::last_os_error()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "  open-file limit: {} → {wanted} (this run and the services it starts)",
+        limit.rlim_cur
+    );
     Ok(())
 }
 
@@ -257,17 +380,39 @@ fn enable_bpf_stats() -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Which API load phases a run gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LoadPlan {
+    None,
+    /// Back to back, then paced (when --load-rate).
+    Full,
+    /// The paced phase only.
+    PacedOnly,
+}
+
+/// What one service run does besides measuring its window.
+struct RunPlan {
+    load: LoadPlan,
+    probe: bool,
+    warmup: Warmup,
+    /// More service flags.
+    extra_args: Vec<String>,
+    /// For the log's file name.
+    label: String,
+}
+
 fn run_service(
     rt: &Runtime,
     settings: &Settings,
     host: &Host,
     tracker: Tracker,
-    full: bool,
+    plan: &RunPlan,
     index: usize,
 ) -> anyhow::Result<Result<RunResult, String>> {
     let shape = host.shape();
     let log_path = settings.work_dir.join(format!(
-        "service-{index}-{tracker}-c{}-k{}.log",
+        "service-{index}-{}-c{}-k{}.log",
+        plan.label,
         shape.container_processes(),
         shape.hosts
     ));
@@ -278,7 +423,7 @@ fn run_service(
         sample_period: settings.period,
         history: settings.history,
         log_path,
-        extra_args: &[],
+        extra_args: &plan.extra_args,
     }) {
         Ok(service) => service,
         Err(err) if !cleanup::interrupted() => return Ok(Err(format!("{err:#}"))),
@@ -301,7 +446,7 @@ fn run_service(
         let mut conn = Conn::new(addr);
         let warm = Instant::now();
         let mut watch = Watch::default();
-        match settings.warmup {
+        match plan.warmup {
             Warmup::Full => {
                 let timeout = period * (settings.history * 3) + Duration::from_secs(120);
                 service::watch_until(
@@ -327,8 +472,12 @@ fn run_service(
             .await
             .context("measuring")?;
         let mut load = Vec::new();
-        if full && !settings.load_duration.is_zero() && settings.clients > 0 {
-            load.push(api_load(pid, &mut conn, addr, containers.clone(), settings, None).await?);
+        if plan.load != LoadPlan::None && !settings.load_duration.is_zero() && settings.clients > 0
+        {
+            if plan.load == LoadPlan::Full {
+                let all = containers.clone();
+                load.push(api_load(pid, &mut conn, addr, all, settings, None).await?);
+            }
             if settings.load_rate > 0.0 {
                 let rate = Some(settings.load_rate);
                 load.push(api_load(pid, &mut conn, addr, containers, settings, rate).await?);
@@ -337,7 +486,7 @@ fn run_service(
         let degraded = service::health(&mut conn).await?.degraded;
         anyhow::Ok((warmup_secs, window, load, degraded))
     })?;
-    let probe = if full && settings.probe_trials > 0 {
+    let probe = if plan.probe && settings.probe_trials > 0 {
         let container = host.containers.first().context("no containers")?;
         Some(probe::run(
             rt,

@@ -1,13 +1,15 @@
 //! The cost plot (SVG, written by hand): service CPU per sample against container processes for
-//! both trackers, from the container sweep, with the floors measured in the same run dashed.
-//! Left panel: µs per sample; right panel: µs per container process per sample.
+//! both trackers, from the container sweep, with the floors measured in the same run dashed
+//! (back to back and at the service's cadence) and the peer (prometheus-process-exporter, per
+//! scrape and per process it listed). Left panel: µs per sample; right panel: µs per container
+//! process per sample; both on a logarithmic scale.
 
 use std::fmt::Write as _;
 
 use super::{PointResult, Settings, Tracker, report};
 
 const W: f64 = 960.0;
-const H: f64 = 480.0;
+const H: f64 = 500.0;
 const PANEL_W: f64 = 400.0;
 const PANEL_H: f64 = 300.0;
 const TOP: f64 = 70.0;
@@ -54,7 +56,22 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
         }
     }
     series.push(Series {
-        label: "floor: stat+status reads (service design)".into(),
+        label: "floor: stat+status pread, once a period (cadence)".into(),
+        color: "#2ca02c",
+        dashed: true,
+        points: points
+            .iter()
+            .map(|p| {
+                (
+                    x_of(p),
+                    p.floor.cadence_us() * x_of(p),
+                    p.floor.cadence_us(),
+                )
+            })
+            .collect(),
+    });
+    series.push(Series {
+        label: "floor: stat+status reads back to back (service design)".into(),
         color: "#1f77b4",
         dashed: true,
         points: points
@@ -75,6 +92,21 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
             .collect(),
     });
 
+    let peer: Vec<(f64, f64, f64)> = points
+        .iter()
+        .filter_map(|p| {
+            let peer = p.peer.as_ref()?.as_ref().ok()?;
+            Some((x_of(p), peer.us_per_scrape(), peer.us_per_process()))
+        })
+        .collect();
+    if !peer.is_empty() {
+        series.push(Series {
+            label: "peer: process-exporter, per scrape / per process listed".into(),
+            color: "#9467bd",
+            dashed: false,
+            points: peer,
+        });
+    }
     let hosts = points.first().map_or(0, |p| p.shape.hosts);
     let mut out = String::new();
     let _ = writeln!(
@@ -99,7 +131,7 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
         &series,
         xmax,
         |p| p.1,
-        "CPU per sample (µs)",
+        "CPU per sample (µs, log scale)",
     );
     panel(
         &mut out,
@@ -107,7 +139,7 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
         &series,
         xmax,
         |p| p.2,
-        "CPU per container process per sample (µs)",
+        "CPU per container process per sample (µs, log scale)",
     );
     // legend
     let mut y = TOP + PANEL_H + 55.0;
@@ -149,14 +181,19 @@ fn panel(
     value: impl Fn(&(f64, f64, f64)) -> f64,
     title: &str,
 ) {
-    let ymax = series
+    // A logarithmic y axis, by decades: the peer costs hundreds of times what the service does.
+    let values: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(&value))
-        .fold(0.0, f64::max);
+        .filter(|v| *v > 0.0)
+        .collect();
+    let (lo, hi) = decades(&values);
     let (xstep, xtop) = nice(xmax);
-    let (ystep, ytop) = nice(ymax);
     let sx = |x: f64| left + x / xtop * PANEL_W;
-    let sy = |y: f64| TOP + PANEL_H - y / ytop * PANEL_H;
+    let sy = |y: f64| {
+        let y = y.max(10f64.powi(lo));
+        TOP + PANEL_H - (y.log10() - f64::from(lo)) / f64::from(hi - lo) * PANEL_H
+    };
     let _ = writeln!(
         out,
         r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{}</text>"#,
@@ -164,8 +201,8 @@ fn panel(
         TOP - 12.0,
         escape(title)
     );
-    let mut t = 0.0;
-    while t <= ytop + ystep / 2.0 {
+    for decade in lo..=hi {
+        let t = 10f64.powi(decade);
         let y = sy(t);
         let _ = writeln!(
             out,
@@ -175,7 +212,6 @@ fn panel(
             y + 4.0,
             label(t)
         );
-        t += ystep;
     }
     let mut t = 0.0;
     while t <= xtop + xstep / 2.0 {
@@ -234,6 +270,18 @@ fn panel(
     }
 }
 
+/// The decades (powers of ten) around the positive `values`: (lowest, highest).
+fn decades(values: &[f64]) -> (i32, i32) {
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    let max = values.iter().copied().fold(0.0, f64::max);
+    if max <= 0.0 {
+        return (0, 1);
+    }
+    let lo = min.log10().floor() as i32;
+    let hi = (max.log10().ceil() as i32).max(lo + 1);
+    (lo, hi)
+}
+
 /// A tick step of 1, 2 or 5 × 10^k giving about five ticks, and the axis top (a multiple of it).
 fn nice(max: f64) -> (f64, f64) {
     let max = if max > 0.0 { max } else { 1.0 };
@@ -248,7 +296,10 @@ fn nice(max: f64) -> (f64, f64) {
 }
 
 fn label(v: f64) -> String {
-    if v >= 1000.0 {
+    if v >= 1e6 {
+        let m = format!("{:.1}", v / 1e6);
+        format!("{}M", m.trim_end_matches(".0"))
+    } else if v >= 1000.0 {
         let k = format!("{:.1}", v / 1000.0);
         format!("{}k", k.trim_end_matches(".0"))
     } else if v.fract() == 0.0 {
@@ -279,5 +330,8 @@ mod tests {
         assert_eq!(label(2.5), "2.5");
         assert_eq!(label(1500.0), "1.5k");
         assert_eq!(label(20000.0), "20k");
+        assert_eq!(label(1e7), "10M");
+        assert_eq!(decades(&[3.0, 950.0]), (0, 3));
+        assert_eq!(decades(&[10.0]), (1, 2));
     }
 }

@@ -1,7 +1,9 @@
 //! What the benchmark measured: per host shape ([`PointResult`]) its floor and one run per
 //! tracker ([`RunResult`]), each with its measuring window, API load and probe.
 
-use super::{Tracker, floor::Floor, host::Shape, load::LoadResult, probe::ProbeResult};
+use super::{
+    Tracker, floor::Floor, host::Shape, load::LoadResult, peer::PeerResult, probe::ProbeResult,
+};
 use crate::kit::service::{LogSummary, Memory, Watch, Window};
 
 /// What the service showed during API load.
@@ -44,10 +46,18 @@ pub struct PointResult {
     pub runs: Vec<RunResult>,
     /// Trackers whose service could not start at this point, with why.
     pub failed: Vec<(Tracker, String)>,
+    /// The peer over this host shape, or why it was not measured (None: not run here).
+    pub peer: Option<Result<PeerResult, String>>,
+    /// The eBPF service with `--sampler-threads N`, per N (at the largest shape), or why not.
+    pub threads: Vec<(usize, Result<RunResult, String>)>,
 }
 
 impl PointResult {
     pub fn run(&self, tracker: Tracker) -> Option<&RunResult> {
         self.runs.iter().find(|r| r.tracker == tracker)
+    }
+    /// The service's base: the host without container processes.
+    pub fn is_base(&self) -> bool {
+        self.shape.containers == 0
     }
 }

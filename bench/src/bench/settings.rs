@@ -15,8 +15,11 @@ use crate::kit::{flags::RunFlags, workspace_root};
 #[command(after_help = "\
 Default: the default scenario (1,000 containers × 5 idle processes, 5,000 host processes) with \
 both trackers, API load (back to back, then paced) and the exec-to-visible probe; then the \
-sweeps, CPU and memory only, over container processes (1k, 5k, 10k, 20k) and host processes \
-(0, 5k, 10k): about 25 minutes. The default scenario alone (`--sweep none`): about 6 minutes.
+sweeps, CPU and memory only, over container processes (1k, 5k, 10k, 20k, 35k, 50k in 1k to 10k \
+containers) and host processes (0, 5k, 10k), with the service's base memory (no container \
+processes), the cadence floor, the peer (prometheus-process-exporter) at each container-sweep \
+point, and at the largest point the sampler's speed-up (--sampler-threads 1, 2) and paced API \
+load: about 50 minutes. The default scenario alone (`--sweep none`): about 7 minutes.
 
 Examples:
   cargo xtask bench                                    # the full run
@@ -103,10 +106,15 @@ pub struct BenchArgs {
     /// runs of each host shape and the median of all rounds taken [10] (quick: 3).
     #[arg(long)]
     pub floor_rounds: Option<usize>,
-    /// Pause before each floor round, so the kernel's data of the processes is as cold as it
-    /// is for the service, which reads them once per sample period.
-    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-    pub floor_gap: Duration,
+    /// Rounds of the cadence floor (pread on held descriptors, one round per --floor-gap), split
+    /// between the measurements before and after the service runs [10] (quick: 2).
+    #[arg(long)]
+    pub cadence_rounds: Option<usize>,
+    /// Time between the starts of the cadence floor's rounds [the sample period]: the service
+    /// reads each process once per period, when the kernel's data of it is no longer
+    /// cache-warm.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub floor_gap: Option<Duration>,
 
     /// Sweeps after the default scenario (CPU and memory only): `containers`, `hosts`, both
     /// (`all`) or `none` [all] (quick: none).
@@ -116,8 +124,10 @@ pub struct BenchArgs {
     /// processes for `hosts` (shorthand for the two flags below).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Option<Vec<usize>>,
-    /// Container-process counts of the container sweep (containers = size / --processes)
-    /// [1000,5000,10000,20000].
+    /// Container-process counts of the container sweep: size / --processes containers, but
+    /// never fewer than the default scenario's (fewer processes each instead), so the default
+    /// 1,000 to 50,000 processes run in 1,000 to 10,000 containers
+    /// [1000,5000,10000,20000,35000,50000].
     #[arg(long, value_delimiter = ',')]
     pub container_sizes: Option<Vec<usize>>,
     /// Host-process counts of the host sweep [0,5000,10000].
@@ -128,6 +138,19 @@ pub struct BenchArgs {
     /// it; restored at the end).
     #[arg(long)]
     pub pid_max: Option<u64>,
+    /// At the largest host shape, run the eBPF service once per value with
+    /// `--sampler-threads N` to show the sampler's speed-up; the flag without values skips it
+    /// [1,2].
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    pub speedup_threads: Option<Vec<usize>>,
+    /// The peer measured at each point of the container sweep (and the default scenario):
+    /// Debian's prometheus-process-exporter, one group per process, scraped once a period;
+    /// `none` skips it [prometheus-process-exporter].
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Run the paced API load phase with the eBPF tracker at the largest host shape too.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub load_at_largest: bool,
     /// Turn on the kernel's BPF run-time statistics (BPF_ENABLE_STATS, off again when the
     /// benchmark exits) to report the time of the service's kernel-side programs.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -204,7 +227,12 @@ pub struct Settings {
     pub probe_trials: usize,
     pub probe_poll: Duration,
     pub floor_rounds: usize,
+    pub cadence_rounds: usize,
     pub floor_gap: Duration,
+    pub speedup_threads: Vec<usize>,
+    /// The peer's binary, when it is to be measured.
+    pub peer: Option<PathBuf>,
+    pub load_at_largest: bool,
     pub sweep: Sweep,
     pub container_sizes: Vec<usize>,
     pub host_sizes: Vec<usize>,
@@ -281,13 +309,21 @@ impl Settings {
             probe_trials: pick(args.probe_trials, 20, 5),
             probe_poll: args.probe_poll,
             floor_rounds: pick(args.floor_rounds, 10, 3),
-            floor_gap: args.floor_gap,
+            cadence_rounds: pick(args.cadence_rounds, 10, 2),
+            floor_gap: args.floor_gap.unwrap_or(args.sample_period),
+            speedup_threads: args.speedup_threads.clone().unwrap_or_else(|| vec![1, 2]),
+            peer: match args.peer.as_deref() {
+                Some("none") => None,
+                Some(bin) => Some(PathBuf::from(bin)),
+                None => Some(PathBuf::from("prometheus-process-exporter")),
+            },
+            load_at_largest: args.load_at_largest,
             sweep,
             container_sizes: args
                 .container_sizes
                 .clone()
                 .or_else(|| args.sizes.clone().filter(|_| sweep != Sweep::Hosts))
-                .unwrap_or_else(|| vec![1000, 5000, 10000, 20000]),
+                .unwrap_or_else(|| vec![1000, 5000, 10000, 20000, 35000, 50000]),
             host_sizes: args
                 .host_sizes
                 .clone()
@@ -305,9 +341,21 @@ impl Settings {
         })
     }
 
-    /// The host shapes to run: the default scenario (full suite) first, then the sweep points.
+    /// The host shapes to run: the service's base (no container processes: its memory above
+    /// it is what the processes cost) when a sweep runs, the default scenario (full suite),
+    /// then the sweep points.
     pub fn plan(&self) -> Vec<(Shape, bool)> {
-        let mut plan = vec![(self.shape, true)];
+        let mut plan = Vec::new();
+        if self.sweep != Sweep::None {
+            plan.push((
+                Shape {
+                    containers: 0,
+                    ..self.shape
+                },
+                false,
+            ));
+        }
+        plan.push((self.shape, true));
         let mut add = |shape: Shape| {
             if !plan.iter().any(|(s, _)| *s == shape) {
                 plan.push((shape, false));
@@ -325,13 +373,79 @@ impl Settings {
             let mut sizes = self.container_sizes.clone();
             sizes.sort_unstable();
             for size in sizes {
-                let containers = size.div_ceil(self.shape.per_container).max(1);
-                add(Shape {
-                    containers,
-                    ..self.shape
-                });
+                add(self.container_shape(size));
             }
         }
         plan
+    }
+
+    /// The warm-up of the `--sampler-threads` runs: the sample's duration and CPU need no full
+    /// history, ten samples at most.
+    pub fn threads_warmup(&self) -> Warmup {
+        match self.warmup {
+            Warmup::Full => Warmup::For(self.period * 10),
+            short => short,
+        }
+    }
+
+    /// The host shape of a container-sweep size: size / --processes containers, at least as
+    /// many as the default scenario's (up to one per process).
+    pub fn container_shape(&self, size: usize) -> Shape {
+        let size = size.max(1);
+        let containers = (size / self.shape.per_container)
+            .max(self.shape.containers.min(size))
+            .max(1);
+        Shape {
+            containers,
+            per_container: size.div_ceil(containers),
+            ..self.shape
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let cli = Cli::parse_from(std::iter::once("bench").chain(args.iter().copied()));
+        Settings::resolve(&cli.bench).expect("valid flags")
+    }
+
+    #[test]
+    fn container_sweep_holds_1000_to_10000_containers() {
+        let s = settings(&[]);
+        let shapes: Vec<(usize, usize)> = [1000, 5000, 50000]
+            .iter()
+            .map(|&n| {
+                let shape = s.container_shape(n);
+                (shape.containers, shape.per_container)
+            })
+            .collect();
+        assert_eq!(shapes, [(1000, 1), (1000, 5), (10000, 5)]);
+        let plan = s.plan();
+        assert_eq!(plan[0].0.containers, 0, "the base comes first");
+        assert_eq!(plan[1], (s.shape, true));
+        let last = plan.last().expect("points").0;
+        assert_eq!(last.container_processes(), 50000);
+    }
+
+    #[test]
+    fn cadence_floor_defaults_to_the_period() {
+        let s = settings(&["--sample-period", "2s"]);
+        assert_eq!(s.floor_gap, Duration::from_secs(2));
+        assert_eq!(s.speedup_threads, [1, 2]);
+        let s = settings(&["--quick", "--peer", "none", "--speedup-threads"]);
+        assert_eq!(s.plan().len(), 1);
+        assert!(s.peer.is_none());
+        assert!(s.speedup_threads.is_empty());
     }
 }

@@ -42,6 +42,8 @@ pub struct Health {
     pub reconciliations: u64,
     pub repairs: u64,
     pub degraded: Option<String>,
+    /// Threads the newest sample's reads were split over (0: a service without the field).
+    pub sampler_threads: u64,
 }
 
 pub async fn health(conn: &mut Conn) -> anyhow::Result<Health> {

@@ -24,9 +24,14 @@ other containers than the benchmark's). The floor is the bare cost of the same /
 by the benchmark itself in the same run, with plain system calls and no parsing (median of
 several rounds, CPU time): open/read/close of stat+status; pread on descriptors kept open; the
 service's design (pread within its descriptor budget, open/read/close beyond); and the procfs
-tracker's (readdir /proc + cgroup of every process + stat/status of container processes).
-Ratios to the floor hold on a noisy machine, absolute figures do not. RSS is VmRSS with the
-history full; peak is VmHWM. The Go figures are the original service's, from the issue.
+tracker's (readdir /proc + cgroup of every process + stat/status of container processes). These
+rounds run back to back; the cadence floor makes the design's reads once per sample period, as
+the service does (the kernel's data of the processes is then no longer cache-warm). Ratios to
+the floor hold on a noisy machine, absolute figures do not. RSS is VmRSS with the history full;
+peak is VmHWM; memory per process is (RSS − the service's RSS on the same host without
+container processes) / container processes. The peer is Debian's prometheus-process-exporter
+over the same host, one group per process, scraped once per period: its CPU per scrape. The Go
+figures are the original service's, from the issue.
 ";
 
 pub(super) fn conditions(settings: &Settings, results: &[PointResult]) -> String {
@@ -110,6 +115,13 @@ pub(super) fn body(
             ),
         );
         let _ = writeln!(out, "{}\n", floor_line(default));
+        if let Some(Ok(peer)) = &default.peer {
+            let _ = writeln!(
+                out,
+                "peer (prometheus-process-exporter, one group per process, over the same host): {}\n",
+                peer_line(default, peer)
+            );
+        }
         out.push_str(&table(&COST_HEADERS, &cost_rows(default), md, 1));
         let _ = writeln!(out);
         out.push_str(&table(
@@ -180,14 +192,80 @@ pub(super) fn body(
             continue;
         }
         h(&mut out, &format!("Sweep over {axis}"));
-        let headers = sweep_headers(&settings.trackers);
-        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        if hosts_axis {
+            let headers = sweep_headers(&settings.trackers);
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            out.push_str(&table(
+                &headers,
+                &sweep_rows(&points, &settings.trackers),
+                md,
+                0,
+            ));
+            continue;
+        }
+        let bases: Vec<String> = settings
+            .trackers
+            .iter()
+            .filter_map(|&t| Some(format!("{t} {:.1} MB", mb(base_rss_kb(results, t)?))))
+            .collect();
+        if !bases.is_empty() {
+            let _ = writeln!(
+                out,
+                "The service's base (no container processes, {} host processes, history full): RSS {}. \
+                 \"µs/proc vs 5,000\" is the no-cliff ratio; the slope is the RSS added per process \
+                 from the previous point.\n",
+                n(settings.shape.hosts),
+                bases.join(", ")
+            );
+        }
         out.push_str(&table(
-            &headers,
-            &sweep_rows(&points, &settings.trackers),
+            &CONTAINER_SWEEP_HEADERS,
+            &container_sweep_rows(results, &points, &settings.trackers, period),
             md,
             0,
         ));
+        let _ = writeln!(
+            out,
+            "\nThe floors (CPU time of the benchmark's own reads, same processes, same run; the \
+             cadence floor reads once every {}) and the peer ({}, one group per process, \
+             scraped once every {}; its CPU per scrape, per process it listed, and per container \
+             process for comparison):\n",
+            humantime::format_duration(settings.floor_gap),
+            settings
+                .peer
+                .as_ref()
+                .map_or("not run".into(), |p| p.display().to_string()),
+            humantime::format_duration(period)
+        );
+        out.push_str(&table(
+            &FLOOR_PEER_HEADERS,
+            &floor_peer_rows(&points),
+            md,
+            0,
+        ));
+    }
+    if let Some(point) = results.iter().find(|p| !p.threads.is_empty()) {
+        h(
+            &mut out,
+            &format!(
+                "Sampler threads: the eBPF service with --sampler-threads N at {} container processes (warm-up {}, then {} samples; sample duration from /healthz)",
+                n(point.shape.container_processes()),
+                settings.threads_warmup(),
+                (settings.measure.as_secs_f64() / period.as_secs_f64()).round()
+            ),
+        );
+        out.push_str(&table(&THREADS_HEADERS, &threads_rows(point), md, 1));
+    }
+    if let Some(point) = load_point(results) {
+        h(
+            &mut out,
+            &format!(
+                "API load at {} container processes: {} clients, paced (latency from the scheduled send), while sampling",
+                n(point.shape.container_processes()),
+                settings.clients
+            ),
+        );
+        out.push_str(&table(&LOAD_HEADERS, &load_rows(point, period), md, 1));
     }
     h(
         &mut out,
@@ -206,7 +284,7 @@ pub(super) fn body(
     {
         let _ = writeln!(
             out,
-            "\nAbove {} container processes the service (like the design floor) reads the \
+            "\nAbove {} container processes the service (like the design and cadence floors) reads the \
              processes beyond its descriptor budget with open/read/close: the open-file limit is \
              {}.",
             n(results

@@ -7,4 +7,4 @@ mod tables;
 mod targets;
 
 pub use markdown::{BENCHMARKS_HEADER, container_sweep, markdown, text};
-pub use tables::run_line;
+pub use tables::{peer_line, run_line, threads_line};

@@ -5,6 +5,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::super::{
     Settings, Tracker,
+    peer::PeerResult,
     results::{PointResult, RunResult},
 };
 
@@ -100,9 +101,10 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>], markdown: bool, left
 /// One line per run, printed as the benchmark goes.
 pub fn run_line(point: &PointResult, run: &RunResult) -> String {
     let w = &run.window;
+    let f = &point.floor;
     let mut s = format!(
         "{:<6} {:>6.2} µs/process·sample ({:.0} µs/sample, {:.1} % of a core, {:.0} tracked), \
-         RSS {:.1} MB (peak {:.1}), ×{:.2} open/read/close floor, ×{:.2} procfs floor, {} slipped",
+         RSS {:.1} MB (peak {:.1}), {} slipped",
         run.tracker.to_string(),
         w.us_per_process(),
         w.us_per_sample(),
@@ -110,10 +112,18 @@ pub fn run_line(point: &PointResult, run: &RunResult) -> String {
         w.tracked,
         mb(w.memory.rss_kb),
         mb(w.memory.hwm_kb),
-        w.us_per_process() / point.floor.open_read_close_us().max(1e-9),
-        w.us_per_sample() / point.floor.procfs_round_us().max(1e-9),
         w.slipped
     );
+    // The base has no floor (no container processes).
+    if f.rounds() > 0 {
+        let _ = write!(
+            s,
+            "; ×{:.2} cadence floor, ×{:.2} open/read/close floor, ×{:.2} procfs floor",
+            w.us_per_process() / f.cadence_us().max(1e-9),
+            w.us_per_process() / f.open_read_close_us().max(1e-9),
+            w.us_per_sample() / f.procfs_round_us().max(1e-9)
+        );
+    }
     for load in &run.load {
         let _ = write!(
             s,
@@ -154,6 +164,7 @@ pub(super) fn cost_rows(point: &PointResult) -> Vec<Vec<String>> {
                     w.us_per_process() / f.open_read_close_us().max(1e-9)
                 ),
                 format!("{:.2}", w.us_per_process() / f.design_us().max(1e-9)),
+                format!("{:.2}", w.us_per_process() / f.cadence_us().max(1e-9)),
                 format!("{:.2}", w.us_per_sample() / f.procfs_round_us().max(1e-9)),
                 w.sampler_thread_secs.map_or("–".into(), |s| {
                     format!("{:.0} %", 100.0 * s / w.cpu_secs.max(1e-9))
@@ -163,7 +174,7 @@ pub(super) fn cost_rows(point: &PointResult) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub(super) const COST_HEADERS: [&str; 9] = [
+pub(super) const COST_HEADERS: [&str; 10] = [
     "tracker",
     "tracked (containers)",
     "CPU % core",
@@ -171,6 +182,7 @@ pub(super) const COST_HEADERS: [&str; 9] = [
     "µs/proc·sample",
     "× o/r/c floor",
     "× design floor",
+    "× cadence floor",
     "× procfs floor",
     "sampler thread",
 ];
@@ -226,7 +238,8 @@ pub(super) fn floor_line(point: &PointResult) -> String {
          ({:.2} µs wall); pread on open fds {:.2} µs/process ({} processes within the fd budget); \
          service design (pread within budget, open/read/close beyond) {:.2} µs/process; procfs \
          tracker (readdir + cgroup of {} processes + stat/status of {} in containers) {:.0} µs/round \
-         = {:.2} µs per container process",
+         = {:.2} µs per container process; cadence floor (the design's reads of the {} processes, \
+         one round every {}, median of {} rounds) {:.2} µs/process",
         f.rounds(),
         n(f.processes),
         f.open_read_close_us(),
@@ -237,9 +250,260 @@ pub(super) fn floor_line(point: &PointResult) -> String {
         n(f.procfs_listed),
         n(f.procfs_in_containers),
         f.procfs_round_us(),
-        f.procfs_us_per_container_process()
+        f.procfs_us_per_container_process(),
+        n(f.processes),
+        humantime::format_duration(f.cadence_gap),
+        f.cadence_rounds(),
+        f.cadence_us()
     )
 }
+
+/// One line for the peer's measurement, printed as the benchmark goes.
+pub fn peer_line(point: &PointResult, peer: &PeerResult) -> String {
+    format!(
+        "{:.0} µs/scrape over {} scrapes ({:.2} µs per process listed, {:.2} per container \
+         process), {} processes listed, scrape {:.0} ms mean / {:.0} max, RSS {:.1} MB",
+        peer.us_per_scrape(),
+        peer.scrapes,
+        peer.us_per_process(),
+        peer.us_per_scrape() / point.shape.container_processes().max(1) as f64,
+        n(peer.groups),
+        peer.mean_scrape_ms,
+        peer.max_scrape_ms,
+        mb(peer.rss_kb)
+    )
+}
+
+/// One line for a `--sampler-threads` run, printed as the benchmark goes.
+pub fn threads_line(threads: usize, run: &RunResult) -> String {
+    let w = &run.window;
+    format!(
+        "--sampler-threads {threads}: sample {:.1} ms mean / {:.1} max, {:.0} µs CPU/sample, \
+         {} threads used",
+        1e3 * w.watch.mean_last_sample(),
+        1e3 * w.watch.max_last_sample,
+        w.us_per_sample(),
+        threads_used(run)
+    )
+}
+
+/// The point past the default scenario where the eBPF service ran under paced API load (the
+/// largest shape).
+pub(super) fn load_point(results: &[PointResult]) -> Option<&PointResult> {
+    results
+        .iter()
+        .rfind(|p| !p.full && p.runs.iter().any(|r| !r.load.is_empty()))
+}
+
+/// A reason on one line: a service's failure carries its log's tail; its first line says what
+/// happened, the log's first error line why.
+pub(super) fn first_line(why: &str) -> String {
+    let mut lines = why.lines().map(str::trim);
+    let first = lines.next().unwrap_or_default().trim_end_matches(':');
+    match lines.find(|l| l.starts_with("error")) {
+        Some(error) => format!("{first}: {error}"),
+        None => first.to_string(),
+    }
+}
+
+/// The threads the newest sample used, as /healthz said at the end of the window.
+pub(super) fn threads_used(run: &RunResult) -> String {
+    match run.window.watch.last.as_ref().map(|h| h.sampler_threads) {
+        Some(t) if t > 0 => t.to_string(),
+        _ => "–".into(),
+    }
+}
+
+/// The service's base RSS (KB): the run of `tracker` on the host without container processes.
+pub(super) fn base_rss_kb(results: &[PointResult], tracker: Tracker) -> Option<u64> {
+    let base = results.iter().find(|p| p.is_base())?;
+    Some(base.run(tracker)?.window.memory.rss_kb)
+}
+
+/// KB of RSS per container process above the base.
+pub(super) fn kb_per_process(
+    results: &[PointResult],
+    point: &PointResult,
+    run: &RunResult,
+) -> Option<f64> {
+    let base = base_rss_kb(results, run.tracker)?;
+    let processes = point.shape.container_processes().max(1) as f64;
+    Some((run.window.memory.rss_kb as f64 - base as f64) / processes)
+}
+
+/// The eBPF (or `tracker`) cost per process at 5,000 container processes, the no-cliff reference.
+pub(super) fn at_5000(points: &[&PointResult], tracker: Tracker) -> Option<f64> {
+    let p = points
+        .iter()
+        .find(|p| p.shape.container_processes() == 5000)?;
+    Some(p.run(tracker)?.window.us_per_process())
+}
+
+/// The container sweep, one row per point and tracker.
+pub(super) fn container_sweep_rows(
+    results: &[PointResult],
+    points: &[&PointResult],
+    trackers: &[Tracker],
+    period: Duration,
+) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for &t in trackers {
+        let reference = at_5000(points, t);
+        let mut previous: Option<(usize, u64)> = None;
+        for p in points {
+            let Some(r) = p.run(t) else { continue };
+            let w = &r.window;
+            let procs = p.shape.container_processes();
+            let slope = previous.map_or("–".to_string(), |(n0, rss0)| {
+                format!(
+                    "{:.2}",
+                    (w.memory.rss_kb as f64 - rss0 as f64) / (procs as f64 - n0 as f64).max(1.0)
+                )
+            });
+            previous = Some((procs, w.memory.rss_kb));
+            let max_ms = 1e3 * w.watch.max_last_sample;
+            rows.push(vec![
+                n(procs),
+                n(p.shape.containers),
+                t.to_string(),
+                format!("{:.0}", w.us_per_sample()),
+                format!("{:.2}", w.us_per_process()),
+                format!("{:.2}", w.us_per_process() / p.floor.cadence_us().max(1e-9)),
+                format!("{:.2}", w.us_per_process() / p.floor.design_us().max(1e-9)),
+                reference.map_or("–".into(), |r| format!("{:.2}", w.us_per_process() / r)),
+                format!("{:.1} / {:.1}", 1e3 * w.watch.mean_last_sample(), max_ms),
+                ok(max_ms <= period.as_secs_f64() * 1e3 / 2.0).to_string(),
+                format!("{:.1}", mb(w.memory.rss_kb)),
+                kb_per_process(results, p, r).map_or("–".into(), |k| format!("{k:.2}")),
+                slope,
+            ]);
+        }
+    }
+    rows
+}
+
+pub(super) const CONTAINER_SWEEP_HEADERS: [&str; 13] = [
+    "container procs",
+    "containers",
+    "tracker",
+    "µs/sample",
+    "µs/proc·sample",
+    "× cadence floor",
+    "× back-to-back floor",
+    "µs/proc vs 5,000",
+    "sample ms mean / max",
+    "max ≤ ½ period",
+    "RSS MB",
+    "KB/proc above base",
+    "slope KB/proc",
+];
+
+/// The floors and the peer at each point of the container sweep.
+pub(super) fn floor_peer_rows(points: &[&PointResult]) -> Vec<Vec<String>> {
+    points
+        .iter()
+        .map(|p| {
+            let f = &p.floor;
+            let mut row = vec![
+                n(p.shape.container_processes()),
+                n(f.procfs_listed),
+                format!("{:.2}", f.design_us()),
+                format!("{:.2}", f.cadence_us()),
+                format!("{:.0}", f.procfs_round_us()),
+            ];
+            match &p.peer {
+                Some(Ok(peer)) => {
+                    row.push(format!("{:.0}", peer.us_per_scrape()));
+                    row.push(format!("{:.2}", peer.us_per_process()));
+                    row.push(format!(
+                        "{:.2}",
+                        peer.us_per_scrape() / p.shape.container_processes().max(1) as f64
+                    ));
+                    row.push(format!("{} ({})", n(peer.groups), peer.scrapes));
+                    row.push(format!(
+                        "{:.0} / {:.0}",
+                        peer.mean_scrape_ms, peer.max_scrape_ms
+                    ));
+                    row.push(format!("{:.1}", mb(peer.rss_kb)));
+                }
+                _ => row.extend(std::iter::repeat_n("–".to_string(), 6)),
+            }
+            row
+        })
+        .collect()
+}
+
+pub(super) const FLOOR_PEER_HEADERS: [&str; 11] = [
+    "container procs",
+    "host procs listed",
+    "back-to-back floor µs/proc",
+    "cadence floor µs/proc",
+    "procfs floor µs/round",
+    "peer µs/scrape",
+    "peer µs/listed proc·scrape",
+    "peer µs/container proc·scrape",
+    "peer processes listed (scrapes)",
+    "peer scrape ms mean / max",
+    "peer RSS MB",
+];
+
+/// The `--sampler-threads` runs, with the speed-up over the first.
+pub(super) fn threads_rows(point: &PointResult) -> Vec<Vec<String>> {
+    let first = point.threads.iter().find_map(|(_, r)| r.as_ref().ok());
+    point
+        .threads
+        .iter()
+        .map(|(threads, outcome)| match outcome {
+            Ok(r) => {
+                let w = &r.window;
+                let (speedup, cpu) = first.map_or(("–".into(), "–".into()), |f| {
+                    (
+                        format!(
+                            "{:.2}",
+                            f.window.watch.mean_last_sample()
+                                / w.watch.mean_last_sample().max(1e-9)
+                        ),
+                        format!(
+                            "{:.2}",
+                            w.us_per_sample() / f.window.us_per_sample().max(1e-9)
+                        ),
+                    )
+                });
+                vec![
+                    threads.to_string(),
+                    threads_used(r),
+                    format!(
+                        "{:.1} / {:.1}",
+                        1e3 * w.watch.mean_last_sample(),
+                        1e3 * w.watch.max_last_sample
+                    ),
+                    format!("{:.0}", w.us_per_sample()),
+                    format!("{:.2}", w.us_per_process()),
+                    speedup,
+                    cpu,
+                ]
+            }
+            Err(why) => {
+                let mut row = vec![
+                    threads.to_string(),
+                    format!("not measured: {}", first_line(why)),
+                ];
+                row.extend(std::iter::repeat_n("–".to_string(), 5));
+                row
+            }
+        })
+        .collect()
+}
+
+pub(super) const THREADS_HEADERS: [&str; 7] = [
+    "--sampler-threads",
+    "threads used",
+    "sample ms mean / max",
+    "CPU µs/sample",
+    "CPU µs/proc·sample",
+    "speed-up (mean duration)",
+    "CPU × first",
+];
 
 /// "max" for back-to-back clients, else the paced rate.
 pub(super) fn mode(result: &super::super::load::LoadResult) -> String {
@@ -369,8 +633,9 @@ pub(super) fn sweep_headers(trackers: &[Tracker]) -> Vec<String> {
     h
 }
 
-/// The sweep points along one axis: same shape as the default except `hosts` (or except the
-/// container count).
+/// The sweep points along one axis: same shape as the default except `hosts`, or except the
+/// container processes (whose containers hold fewer processes at the small end, see
+/// `Settings::container_shape`). The base (no container processes) is on neither.
 pub(super) fn sweep_points<'a>(
     results: &'a [PointResult],
     settings: &Settings,
@@ -379,18 +644,19 @@ pub(super) fn sweep_points<'a>(
     let d = settings.shape;
     let mut points: Vec<&PointResult> = results
         .iter()
+        .filter(|p| !p.is_base())
         .filter(|p| {
             if hosts_axis {
                 p.shape.containers == d.containers && p.shape.per_container == d.per_container
             } else {
-                p.shape.hosts == d.hosts && p.shape.per_container == d.per_container
+                p.shape.hosts == d.hosts
             }
         })
         .collect();
     if hosts_axis {
         points.sort_by_key(|p| p.shape.hosts);
     } else {
-        points.sort_by_key(|p| p.shape.containers);
+        points.sort_by_key(|p| p.shape.container_processes());
     }
     points
 }
@@ -448,6 +714,16 @@ pub(super) const REFERENCE_HEADERS: [&str; 6] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_on_one_line() {
+        let why = "the service exited (exit code 2); its log x.log:\nerror: unexpected argument\n\nUsage: …";
+        assert_eq!(
+            first_line(why),
+            "the service exited (exit code 2); its log x.log: error: unexpected argument"
+        );
+        assert_eq!(first_line("plain"), "plain");
+    }
 
     #[test]
     fn thousands() {

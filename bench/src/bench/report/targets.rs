@@ -3,7 +3,7 @@
 use super::{
     super::{
         Settings, Tracker, Warmup,
-        results::{LoadOutcome, PointResult},
+        results::{LoadOutcome, PointResult, RunResult},
     },
     tables::*,
 };
@@ -167,5 +167,262 @@ pub(super) fn targets(settings: &Settings, results: &[PointResult]) -> Vec<Targe
             });
         }
     }
+    out.extend(scale_targets(settings, results));
     out
+}
+
+/// Issue 15's targets: 50,000 container processes at the floor, with no cliff.
+fn scale_targets(settings: &Settings, results: &[PointResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let period_ms = settings.period.as_secs_f64() * 1e3;
+    let points = sweep_points(results, settings, false);
+    let ebpf: Vec<(&PointResult, &RunResult)> = points
+        .iter()
+        .filter_map(|p| Some((*p, p.run(Tracker::Ebpf)?)))
+        .collect();
+    let at = |p: &PointResult| n(p.shape.container_processes());
+    let missing = |what: &str| Target {
+        what: what.into(),
+        measured: "not measured (needs the container sweep with the eBPF tracker)".into(),
+        pass: None,
+    };
+
+    // Cost: every point at most 1.10× its cadence floor.
+    let what = "eBPF: CPU per container process per sample ≤ 1.10× the cadence floor";
+    let ratios: Vec<(&PointResult, f64)> = ebpf
+        .iter()
+        .map(|(p, r)| {
+            (
+                *p,
+                r.window.us_per_process() / p.floor.cadence_us().max(1e-9),
+            )
+        })
+        .collect();
+    match ratios.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        Some(&(worst, max)) => out.push(Target {
+            what: what.into(),
+            measured: format!(
+                "{}; worst {max:.2}× at {} ({})",
+                ratios
+                    .iter()
+                    .map(|(p, r)| format!("{}: {r:.2}×", at(p)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                at(worst),
+                by_how_much(max, 1.10)
+            ),
+            pass: Some(max <= 1.10),
+        }),
+        None => out.push(missing(what)),
+    }
+
+    // No cliff: cost per process within 1.15× of its value at 5,000; samples within ½ period.
+    let what = "eBPF: no cliff: µs per process within 1.15× of its value at 5,000, every sample within half a period";
+    match at_5000(&points, Tracker::Ebpf) {
+        Some(reference) if ebpf.len() >= 2 => {
+            let worst = ebpf
+                .iter()
+                .map(|(p, r)| (*p, r.window.us_per_process() / reference))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("non-empty");
+            let slowest = ebpf
+                .iter()
+                .map(|(p, r)| (*p, 1e3 * r.window.watch.max_last_sample))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("non-empty");
+            let (lo, hi) = (ebpf[0].0, ebpf[ebpf.len() - 1].0);
+            out.push(Target {
+                what: what.into(),
+                measured: format!(
+                    "{} to {} container processes ({} to {} containers): at most {:.2}× (at {}, {}); longest sample {:.0} ms at {} (limit {:.0} ms)",
+                    at(lo),
+                    at(hi),
+                    n(lo.shape.containers),
+                    n(hi.shape.containers),
+                    worst.1,
+                    at(worst.0),
+                    by_how_much(worst.1, 1.15),
+                    slowest.1,
+                    at(slowest.0),
+                    period_ms / 2.0
+                ),
+                pass: Some(worst.1 <= 1.15 && slowest.1 <= period_ms / 2.0),
+            });
+        }
+        _ => out.push(missing(what)),
+    }
+
+    // Cores: the sampler's speed-up with more threads.
+    let what = "eBPF: the sampler splits a sample over threads (--sampler-threads): speed-up on this machine";
+    let threads = results.iter().find(|p| !p.threads.is_empty());
+    let measured: Vec<(usize, &RunResult)> = threads
+        .map(|p| {
+            p.threads
+                .iter()
+                .filter_map(|(t, r)| Some((*t, r.as_ref().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    match (threads, measured.first(), measured.last()) {
+        (Some(p), Some(&(t1, one)), Some(&(tn, many))) if tn != t1 => {
+            let speedup = one.window.watch.mean_last_sample()
+                / many.window.watch.mean_last_sample().max(1e-9);
+            out.push(Target {
+                what: what.into(),
+                measured: format!(
+                    "at {} container processes: sample {:.1} ms with {t1} thread(s), {:.1} ms with {tn}: speed-up {speedup:.2}×, CPU per sample {:.2}× (identical results: checked by the end-to-end tests, not here)",
+                    at(p),
+                    1e3 * one.window.watch.mean_last_sample(),
+                    1e3 * many.window.watch.mean_last_sample(),
+                    many.window.us_per_sample() / one.window.us_per_sample().max(1e-9)
+                ),
+                pass: Some(speedup > 1.0),
+            });
+        }
+        (Some(p), _, _) => out.push(Target {
+            what: what.into(),
+            measured: p
+                .threads
+                .iter()
+                .find_map(|(t, r)| {
+                    r.as_ref()
+                        .err()
+                        .map(|why| format!("--sampler-threads {t}: {}", first_line(why)))
+                })
+                .unwrap_or_else(|| "fewer than two thread counts measured".into()),
+            pass: None,
+        }),
+        (None, _, _) => out.push(Target {
+            what: what.into(),
+            measured: "not measured (--speedup-threads)".into(),
+            pass: None,
+        }),
+    }
+
+    // Memory: ≤ 3 KB per container process above the base, linear.
+    for &t in &settings.trackers {
+        let what = format!(
+            "{t}: RSS with full history ≤ 3 KB per container process above the service's base, linear"
+        );
+        let per: Vec<(&PointResult, f64)> = points
+            .iter()
+            .filter_map(|p| Some((*p, kb_per_process(results, p, p.run(t)?)?)))
+            .collect();
+        let Some(&(worst, max)) = per.iter().max_by(|a, b| a.1.total_cmp(&b.1)) else {
+            out.push(Target {
+                what,
+                measured: "not measured (needs the base run and the container sweep)".into(),
+                pass: None,
+            });
+            continue;
+        };
+        let base = base_rss_kb(results, t).unwrap_or(0);
+        let slopes: Vec<f64> = points
+            .windows(2)
+            .filter_map(|w| {
+                let (a, b) = (w[0].run(t)?, w[1].run(t)?);
+                let dn = w[1].shape.container_processes() as f64
+                    - w[0].shape.container_processes() as f64;
+                (dn > 0.0)
+                    .then(|| (b.window.memory.rss_kb as f64 - a.window.memory.rss_kb as f64) / dn)
+            })
+            .collect();
+        let (smin, smax) = slopes
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        out.push(Target {
+            what,
+            measured: format!(
+                "base {:.1} MB; per process above it: {}; worst {max:.2} KB at {} ({}); slope between points {}",
+                mb(base),
+                per.iter()
+                    .map(|(p, k)| format!("{}: {k:.2} KB", at(p)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                at(worst),
+                by_how_much(max, 3.0),
+                if slopes.is_empty() {
+                    "–".to_string()
+                } else {
+                    format!("{smin:.2} to {smax:.2} KB per process")
+                }
+            ),
+            pass: Some(max <= 3.0),
+        });
+    }
+
+    // Peer: its CPU per process per scrape beside the service's per sample.
+    let peers: Vec<String> = points
+        .iter()
+        .filter_map(|p| {
+            let peer = p.peer.as_ref()?.as_ref().ok()?;
+            let ours = p.run(Tracker::Ebpf)?.window.us_per_process();
+            Some(format!(
+                "{}: {:.2} µs per listed process ({:.2} per container process) vs {ours:.2}, {:.1}× the eBPF service",
+                at(p),
+                peer.us_per_process(),
+                peer.us_per_scrape() / p.shape.container_processes().max(1) as f64,
+                peer.us_per_scrape()
+                    / p.shape.container_processes().max(1) as f64
+                    / ours.max(1e-9)
+            ))
+        })
+        .collect();
+    out.push(Target {
+        what: "peer: prometheus-process-exporter (one group per process) scraped once a period, CPU per process per scrape".into(),
+        measured: if peers.is_empty() {
+            points
+                .iter()
+                .find_map(|p| p.peer.as_ref()?.as_ref().err().cloned())
+                .map_or("not measured (--peer)".into(), |why| {
+                    format!("not measured: {}", first_line(&why))
+                })
+        } else {
+            peers.join("; ")
+        },
+        pass: None,
+    });
+
+    // API at the largest point, paced, with the eBPF tracker.
+    let what =
+        "eBPF: API check-query p99 ≤ 10 ms with 100 clients while sampling, at the largest point";
+    let largest = load_point(results).and_then(|p| {
+        let r = p.run(Tracker::Ebpf)?;
+        Some((p, r.load.iter().find(|l| l.result.rate.is_some())?))
+    });
+    match largest {
+        Some((p, l)) => out.push(Target {
+            what: what.into(),
+            measured: format!(
+                "at {}: check-query p99 {:.2} ms (all {:.2} ms), {} clients paced at {:.0}/s, {} errors, {} slipped ({})",
+                at(p),
+                l.result.check_p99_ms,
+                l.result.p99_ms,
+                l.result.clients,
+                l.result.rps(),
+                l.result.errors(),
+                l.slipped(),
+                by_how_much(l.result.check_p99_ms, 10.0)
+            ),
+            pass: Some(
+                l.result.check_p99_ms <= 10.0 && l.result.clients >= 100 && l.slipped() == 0,
+            ),
+        }),
+        _ => out.push(Target {
+            what: what.into(),
+            measured: "not measured (--load-at-largest, the container sweep)".into(),
+            pass: None,
+        }),
+    }
+    out
+}
+
+/// "x % under" or "x % over" a limit.
+fn by_how_much(value: f64, limit: f64) -> String {
+    let pct = 100.0 * (value - limit) / limit;
+    if pct <= 0.0 {
+        format!("{:.1} % under the limit", -pct)
+    } else {
+        format!("missed by {pct:.1} %")
+    }
 }
