@@ -179,8 +179,8 @@ pub struct ServeArgs {
     pub history: u32,
 
     /// Threads that share a sample's reads of /proc. `0` (the default) chooses per sample: one
-    /// thread per 10,000 container processes, at most one per core, so a small host pays no
-    /// coordination and a large one keeps its period. Results do not depend on it.
+    /// thread per 10,000 container processes, at most one per core and 8 in all, so a small host
+    /// pays no coordination and a large one keeps its period. Results do not depend on it.
     #[arg(long, env = "COMPANION_SAMPLER_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=256))]
     pub sampler_threads: u32,

@@ -6,6 +6,11 @@
 //! to the kernel's ceiling `fs.nr_open`. The kernel allocates a process's descriptor table as it
 //! fills, so a high limit costs nothing until used.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering::Relaxed},
+};
+
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -23,15 +28,47 @@ pub struct OpenFiles {
     pub kernel_max: Option<u64>,
     /// Why the limit is what it is.
     pub reason: String,
-    /// Processes whose stat and status may stay open (two descriptors each).
-    pub process_budget: usize,
-    /// Cgroup files that may stay open (about a dozen per container).
-    pub cgroup_file_budget: usize,
+    /// Descriptors the sampler may keep open: two per process (its stat and status), one per
+    /// cgroup file (about a dozen per container), first come first served.
+    pub budget: usize,
+    /// Of them, not in use now.
+    #[serde(serialize_with = "left")]
+    pub left: Budget,
+}
+
+fn left<S: serde::Serializer>(budget: &Budget, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(budget.left() as u64)
+}
+
+/// Descriptors that may still be taken, shared by the sampler's process files and the cgroup
+/// reader: what one does not use, the other may. Both return theirs when they close them.
+#[derive(Clone, Debug)]
+pub struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    pub fn new(descriptors: usize) -> Budget {
+        Budget(Arc::new(AtomicUsize::new(descriptors)))
+    }
+
+    /// Takes `n` descriptors if that many are left.
+    pub fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(n))
+            .is_ok()
+    }
+
+    pub fn give(&self, n: usize) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    pub fn left(&self) -> usize {
+        self.0.load(Relaxed)
+    }
 }
 
 impl OpenFiles {
-    /// Raises the limit as far as allowed and shares what is left after the reserve: a fifth for
-    /// cgroup files, the rest for processes. Logs what it did and why.
+    /// Raises the limit as far as allowed; what is left after the reserve is the sampler's
+    /// budget. Logs what it did and why.
     pub fn raise() -> OpenFiles {
         use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
         let start = getrlimit(Resource::Nofile);
@@ -59,24 +96,24 @@ impl OpenFiles {
             None => raise_to_hard(start, hard, hard),
         };
         let limit = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-        let usable = limit.saturating_sub(RESERVE);
-        let cgroup_files = usable / 5;
+        let budget = usize::try_from(limit.saturating_sub(RESERVE)).unwrap_or(usize::MAX);
         let open_files = OpenFiles {
             limit,
             initial_limit,
             kernel_max,
             reason,
-            process_budget: usize::try_from((usable - cgroup_files) / 2).unwrap_or(usize::MAX),
-            cgroup_file_budget: usize::try_from(cgroup_files).unwrap_or(usize::MAX),
+            budget,
+            left: Budget::new(budget),
         };
         info!(
             limit,
             initial_limit,
             kernel_max,
-            process_budget = open_files.process_budget,
-            "open-file limit {}; beyond {} processes, stat and status are opened for each read",
+            budget,
+            "open-file limit {}; beyond about {} processes (two descriptors each, and the cgroup \
+             files' share), stat and status are opened for each read",
             open_files.reason,
-            open_files.process_budget,
+            budget / 2,
         );
         open_files
     }
@@ -106,5 +143,23 @@ fn raise_to_hard(start: rustix::process::Rlimit, hard: u64, max: u64) -> String 
             warn!("cannot raise the open-file limit to the hard limit {hard}: {err}");
             format!("left as it was: raising it to the hard limit ({hard}) failed: {err}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_shared_and_never_overdrawn() {
+        let budget = Budget::new(5);
+        let other = budget.clone();
+        assert!(budget.take(2));
+        assert!(other.take(2));
+        assert!(!budget.take(2), "one left");
+        assert!(other.take(1));
+        assert_eq!(budget.left(), 0);
+        other.give(2);
+        assert_eq!(budget.left(), 2);
     }
 }

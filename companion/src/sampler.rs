@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::{
     cgroup::{CgroupReader, Naming, container_of, read_membership},
+    descriptors::Budget,
     exits::{Ended, LastSeen},
     model::{Departed, ProcessInfo, ProcessSample, Sample, Sampled},
     procfs::{
@@ -52,8 +53,8 @@ pub struct SamplerOptions {
     pub root: ProcRoot,
     /// The naming that confirms a process's container in /proc/PID/cgroup.
     pub naming: Naming,
-    /// Processes that may keep their two files open.
-    pub descriptor_budget: usize,
+    /// Descriptors that may be kept open (two per process), shared with the cgroup reader.
+    pub descriptors: Budget,
     pub cmdline: CmdlineMode,
     /// Threads that share a pass's reads; 0: chosen per pass (see [`Sampler::threads_for`]).
     pub threads: u32,
@@ -63,6 +64,10 @@ pub struct SamplerOptions {
 /// below it, splitting costs more in coordination than it saves, and one thread reads this many
 /// in well under a tenth of a second.
 pub const PROCESSES_PER_THREAD: usize = 10_000;
+
+/// With `threads` at 0, at most this many threads read (100,000 processes in about a fifth of
+/// a second): more would only add idle threads on hosts with many cores.
+pub const MAX_AUTOMATIC_THREADS: usize = 8;
 
 pub struct Sampler {
     options: SamplerOptions,
@@ -119,7 +124,9 @@ fn read(root: &ProcRoot, pid: Pid, name: &str, file: Option<&File>, buf: &mut Ve
 impl Sampler {
     pub fn new(options: SamplerOptions) -> Sampler {
         let most = match options.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_AUTOMATIC_THREADS),
             n => n as usize,
         };
         // Started now, before the service installs its system call filter.
@@ -197,8 +204,11 @@ impl Sampler {
         let threads = self.threads_for(tracked.len());
         self.threads_used = threads;
 
-        let mut sampled = self.read_known(tracked, threads);
-        sampled.extend(self.read_new(tracked, threads));
+        let (mut sampled, known) = self.read_known(tracked, threads);
+        // Every listed process known already (the usual case): no need to look for new ones.
+        if known < tracked.len() {
+            sampled.extend(self.read_new(tracked, threads));
+        }
 
         let departed = self.collect_departed(tracker, boot_ticks, timestamp);
         self.hold_descriptors();
@@ -213,7 +223,8 @@ impl Sampler {
 
     /// Reads again every known process the tracker still lists. One found gone (or its pid
     /// reused) leaves the cache for `gone`: a newcomer holding its pid is then read as new.
-    fn read_known(&mut self, tracked: &Processes, threads: usize) -> Vec<Sampled> {
+    /// Returns the samples and how many of the listed processes are still known.
+    fn read_known(&mut self, tracked: &Processes, threads: usize) -> (Vec<Sampled>, usize) {
         let pass = self.pass;
         let options = &self.options;
         let mut known: Vec<(Pid, &Tracked, &mut Cached)> = self
@@ -240,32 +251,32 @@ impl Sampler {
             }
         });
         let mut sampled = Vec::with_capacity(tracked.len());
+        let mut known = outcomes.len();
         for outcome in outcomes {
             match outcome {
                 Known::Read(process) => sampled.push(process),
                 Known::Ended(pid) => {
                     let old = self.cache.remove(&pid).expect("cached");
                     self.gone.push((pid, old));
+                    known -= 1;
                 }
                 Known::Unread => {}
             }
         }
-        sampled
+        (sampled, known)
     }
 
     /// First read of every process the tracker lists and the cache does not hold. Descriptors
     /// are handed out before the reads, in order, while the budget lasts.
     fn read_new(&mut self, tracked: &Processes, threads: usize) -> Vec<Sampled> {
-        let mut free = self.options.descriptor_budget.saturating_sub(self.open);
+        let budget = &self.options.descriptors;
         let mut new: Vec<(Pid, &Tracked, bool)> = tracked
             .iter()
             .filter(|(pid, _)| !self.cache.contains_key(pid))
-            .map(|(&pid, tracked)| {
-                let hold = free > 0;
-                free = free.saturating_sub(1);
-                (pid, tracked, hold)
-            })
+            .map(|(&pid, tracked)| (pid, tracked, budget.take(2)))
             .collect();
+        // Taken for processes that turned out gone or unopenable: back to the budget.
+        let taken = new.iter().filter(|(_, _, hold)| *hold).count();
         let (options, younger_than) = (&self.options, self.previous_boot_ticks);
         let read = split(self.pool.as_ref(), threads, &mut new, |entry, buf| {
             let (pid, tracked, hold) = *entry;
@@ -278,9 +289,10 @@ impl Sampler {
             }
         });
         let mut sampled = Vec::with_capacity(read.len());
+        let mut held = 0;
         for (pid, mut cached, recent_ticks) in read.into_iter().flatten() {
             if cached.files.is_some() {
-                self.open += 1;
+                held += 1;
             }
             cached.seen_in = self.pass;
             cached.cmdline_age = self.next_cmdline_age;
@@ -291,6 +303,8 @@ impl Sampler {
             });
             self.cache.insert(pid, cached);
         }
+        self.open += held;
+        self.options.descriptors.give(2 * (taken - held));
         sampled
     }
 
@@ -298,22 +312,24 @@ impl Sampler {
     /// soon as departures free some: no process is read by open/read/close while descriptors
     /// can be had. The next read through them checks the start time, as every read does.
     fn hold_descriptors(&mut self) {
-        let budget = self.options.descriptor_budget;
-        if self.open >= budget || self.open >= self.cache.len() {
+        let budget = &self.options.descriptors;
+        if self.open >= self.cache.len() || budget.left() < 2 {
             return;
         }
         let root = &self.options.root;
         for (&pid, cached) in &mut self.cache {
-            if self.open >= budget {
-                break;
-            }
             if cached.files.is_some() || cached.seen_in != self.pass {
                 continue;
+            }
+            if !budget.take(2) {
+                break;
             }
             let open = |name| File::open(root.file(pid, name));
             if let (Ok(stat), Ok(status)) = (open("stat"), open("status")) {
                 cached.files = Some((stat, status));
                 self.open += 1;
+            } else {
+                budget.give(2);
             }
         }
     }
@@ -341,6 +357,7 @@ impl Sampler {
     fn depart(&mut self, cached: Cached, cpu_at_exit: Option<u64>) {
         if cached.files.is_some() {
             self.open -= 1;
+            self.options.descriptors.give(2);
         }
         let last = cached.stat.value.cpu_ticks();
         let at_exit = cpu_at_exit.map_or(last, |at_exit| at_exit.max(last));
@@ -589,36 +606,58 @@ fn refresh(
         Read::Gone => return Ok(Refreshed::Gone),
         Read::Failed(err) => return Err(err),
     }
-    let old_stat = cached.stat.value.clone();
-    cached.stat.update(buf, Stat::parse).map_err(invalid)?;
-    if cached.stat.value.starttime != cached.info.starttime {
-        cached.stat.value = old_stat;
+    // An idle process reads the same texts as last time: its parsed values (and their memory)
+    // are not touched at all.
+    let old_stat = cached.stat.update(buf, Stat::parse).map_err(invalid)?;
+    if let Some(old) = &old_stat
+        && cached.stat.value.starttime != cached.info.starttime
+    {
+        cached.stat.value = old.clone();
         return Ok(Refreshed::Reused);
     }
-    let old_status = cached.status.as_ref().map(|s| s.value.clone());
-    match read(root, pid, "status", files.map(|f| &f.1), buf) {
+    // Whether the status changed (or became readable or unreadable), and its previous value.
+    let (status_changed, old_status) = match read(root, pid, "status", files.map(|f| &f.1), buf) {
         Read::Text => match &mut cached.status {
-            Some(status) => {
-                if status.update(buf, Status::parse).is_err() {
-                    cached.status = None;
-                }
+            Some(status) => match status.update(buf, Status::parse) {
+                Ok(old) => (old.is_some(), old),
+                Err(_) => (true, cached.status.take().map(|s| s.value)),
+            },
+            None => {
+                cached.status = Parsed::new(buf, Status::parse).ok();
+                (cached.status.is_some(), None)
             }
-            None => cached.status = Parsed::new(buf, Status::parse).ok(),
         },
         Read::Gone => return Ok(Refreshed::Gone),
-        Read::Failed(_) => cached.status = None,
-    }
-    let was_zombie_leader = cached.zombie_leader.is_some();
-    cached.zombie_leader = cached.status.as_ref().and_then(|s| {
-        let previous = cached.zombie_leader.as_ref().map(|(_, view)| view);
-        zombie_leader_view(root, pid, &s.value, previous, buf)
-    });
-
-    let ran = match (&old_status, &cached.status) {
-        (Some(old), Some(new)) => {
-            may_have_rewritten_cmdline(&old_stat, old, &cached.stat.value, &new.value)
+        Read::Failed(_) => {
+            let old = cached.status.take().map(|s| s.value);
+            (old.is_some(), old)
         }
-        _ => true,
+    };
+    let was_zombie_leader = cached.zombie_leader.is_some();
+    // Only a changed status can make the main thread a zombie; a zombie leader's view is the
+    // live thread's status, read again each time.
+    if status_changed || was_zombie_leader {
+        cached.zombie_leader = cached.status.as_ref().and_then(|s| {
+            let previous = cached.zombie_leader.as_ref().map(|(_, view)| view);
+            zombie_leader_view(root, pid, &s.value, previous, buf)
+        });
+    }
+
+    let ran = if old_stat.is_none() && !status_changed {
+        false
+    } else {
+        let stat_before = old_stat.as_ref().unwrap_or(&cached.stat.value);
+        let status_before = if status_changed {
+            old_status.as_ref()
+        } else {
+            cached.status.as_ref().map(|s| &s.value)
+        };
+        match (status_before, &cached.status) {
+            (Some(old), Some(new)) => {
+                may_have_rewritten_cmdline(stat_before, old, &cached.stat.value, &new.value)
+            }
+            _ => true,
+        }
     };
     cached.cmdline_age += 1;
     let cmdline_stale = ran
@@ -651,11 +690,13 @@ fn refresh(
         }
     }
     cached.execs = tracked.execs;
-    let recent_ticks = cached
-        .stat
-        .value
-        .cpu_ticks()
-        .saturating_sub(old_stat.cpu_ticks());
+    let recent_ticks = old_stat.map_or(0, |old| {
+        cached
+            .stat
+            .value
+            .cpu_ticks()
+            .saturating_sub(old.cpu_ticks())
+    });
     Ok(Refreshed::Same { recent_ticks })
 }
 
@@ -773,21 +814,24 @@ impl<T: PartialEq> Parsed<T> {
         })
     }
 
-    /// Takes a fresh read of the file.
+    /// Takes a fresh read of the file. Returns the previous value when the text changed (the
+    /// new value is the same `Arc` when it parses to an equal one), `None` when it did not.
     fn update(
         &mut self,
         text: &[u8],
         parse: impl Fn(&[u8]) -> Result<T, ParseError>,
-    ) -> Result<(), ParseError> {
+    ) -> Result<Option<Arc<T>>, ParseError> {
         let digest = xxh3_128(text);
-        if digest != self.digest {
-            let value = parse(text)?;
-            self.digest = digest;
-            if *self.value != value {
-                self.value = Arc::new(value);
-            }
+        if digest == self.digest {
+            return Ok(None);
         }
-        Ok(())
+        let value = parse(text)?;
+        self.digest = digest;
+        let previous = self.value.clone();
+        if *self.value != value {
+            self.value = Arc::new(value);
+        }
+        Ok(Some(previous))
     }
 }
 
@@ -903,11 +947,12 @@ mod tests {
             self.sampler_on(descriptor_budget, 1)
         }
 
+        /// A sampler that may hold the files of `descriptor_budget` processes.
         fn sampler_on(&self, descriptor_budget: usize, threads: u32) -> Sampler {
             Sampler::new(SamplerOptions {
                 root: ProcRoot::new(self.path()),
                 naming: Naming::V1Cpu,
-                descriptor_budget,
+                descriptors: Budget::new(2 * descriptor_budget),
                 cmdline: CmdlineMode::Full,
                 threads,
             })
@@ -988,7 +1033,9 @@ mod tests {
     fn automatic_threads_follow_the_process_count() {
         let root = FakeRoot::new();
         let sampler = root.sampler_on(0, 0);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_AUTOMATIC_THREADS);
         assert_eq!(sampler.threads_for(0), 1);
         assert_eq!(sampler.threads_for(PROCESSES_PER_THREAD), 1);
         assert_eq!(sampler.threads_for(PROCESSES_PER_THREAD + 1), 2.min(cores));
@@ -1036,6 +1083,26 @@ mod tests {
             .find(|p| p.info.pid == upgraded)
             .unwrap();
         assert_eq!(read.stat.utime, 77);
+    }
+
+    #[test]
+    fn descriptors_taken_for_a_process_gone_before_its_read_go_back() {
+        let root = FakeRoot::new();
+        for pid in [2, 3] {
+            root.process(pid, 0, 50, "app\0");
+        }
+        // Pid 1 is listed but gone: whatever it took returns, for the others.
+        let mut tracker = tracking(&[1, 2, 3], true);
+        let mut sampler = root.sampler(2);
+        let sample = sampler.sample(&mut tracker).unwrap();
+        assert_eq!(pids(&sample), [2, 3]);
+        assert_eq!(sampler.open_descriptors(), 2);
+        assert_eq!(sampler.options.descriptors.left(), 0);
+        // Both leave: all four descriptors are free again.
+        tracker.processes.clear();
+        sampler.sample(&mut tracker).unwrap();
+        assert_eq!(sampler.open_descriptors(), 0);
+        assert_eq!(sampler.options.descriptors.left(), 4);
     }
 
     #[test]

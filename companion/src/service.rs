@@ -84,14 +84,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let sampler = Sampler::new(SamplerOptions {
                 root: root.clone(),
                 naming: hierarchy.naming(),
-                descriptor_budget: open_files.process_budget,
+                descriptors: open_files.left.clone(),
                 cmdline: args.cmdline,
                 threads: args.sampler_threads,
             });
             if args.cgroup_stats {
                 sampler.with_cgroups(CgroupReader::new(
                     CgroupFs::discover(),
-                    open_files.cgroup_file_budget,
+                    open_files.left.clone(),
                 ))
             } else {
                 sampler

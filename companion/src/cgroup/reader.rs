@@ -19,7 +19,7 @@ use super::{
     },
     pressure::{Pressure, PressureReading},
 };
-use crate::procfs;
+use crate::{descriptors::Budget, procfs};
 
 /// What one sample read of a container's cgroup files; `None` where unknown.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -134,18 +134,19 @@ struct Files {
 /// Reads the cgroup files of every container, keeping their descriptors across samples.
 pub struct CgroupReader {
     fs: CgroupFs,
-    /// Descriptors this reader may hold; beyond, files are opened by path each time.
-    budget: usize,
+    /// Descriptors this reader may take (shared with the sampler's process files); beyond,
+    /// files are opened by path each time.
+    budget: Budget,
     held: usize,
     containers: HashMap<Arc<str>, Files>,
     buf: Vec<u8>,
 }
 
 impl CgroupReader {
-    pub fn new(fs: CgroupFs, descriptor_budget: usize) -> CgroupReader {
+    pub fn new(fs: CgroupFs, budget: Budget) -> CgroupReader {
         CgroupReader {
             fs,
-            budget: descriptor_budget,
+            budget,
             held: 0,
             containers: HashMap::new(),
             buf: Vec::with_capacity(512),
@@ -198,12 +199,14 @@ impl CgroupReader {
             kept
         });
         self.held -= closed;
+        self.budget.give(closed);
         crate::tracker::shrink_after_churn(&mut self.containers);
     }
 
     fn forget(&mut self, path: &str) {
         if let Some(files) = self.containers.remove(path) {
             self.held -= files.held;
+            self.budget.give(files.held);
         }
     }
 
@@ -244,7 +247,7 @@ impl CgroupReader {
             for &knob in knobs {
                 let file = dir.join(knob.file());
                 match File::open(&file) {
-                    Ok(open) if self.held + files.held < self.budget => {
+                    Ok(open) if self.budget.take(1) => {
                         files.files.push((knob, Source::Held(open)));
                         files.held += 1;
                     }
@@ -429,7 +432,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         fake.write("unified", c, "cpu.max", "max 100000\n");
         fake.write("unified", c, "memory.max", "1\n");
 
-        let mut reader = CgroupReader::new(fake.fs(true), 1000);
+        let mut reader = CgroupReader::new(fake.fs(true), Budget::new(1000));
         let r = reader.read(&Arc::from(c)).unwrap();
         assert_eq!(r.cpu.limit_cores, Some(0.2));
         assert_eq!(r.cpu.shares, Some(512));
@@ -470,7 +473,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         fake.write("cpu", "/lxc/old", "cpu.cfs_quota_us", "-1\n");
         fake.write("cpu", "/lxc/old", "cpu.cfs_period_us", "100000\n");
         std::fs::create_dir_all(fake.dir.path().join("unified")).unwrap();
-        let mut reader = CgroupReader::new(fake.fs(true), 1000);
+        let mut reader = CgroupReader::new(fake.fs(true), Budget::new(1000));
         let r = reader.read(&Arc::from("/lxc/old")).unwrap();
         assert_eq!(r.pressure, None);
         assert_eq!(r.cpu.limit_cores, None);
@@ -501,7 +504,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         ] {
             fake.write("unified", c, file, text);
         }
-        let mut reader = CgroupReader::new(fake.fs(false), 1000);
+        let mut reader = CgroupReader::new(fake.fs(false), Budget::new(1000));
         let r = reader.read(&Arc::from(c)).unwrap();
         assert_eq!(r.cpu.limit_cores, Some(0.5));
         assert_eq!(r.cpu.weight, Some(100));
@@ -524,7 +527,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
         fake.write("unified", c, "memory.current", "12\n");
         fake.write("unified", c, "memory.max", "a lot\n");
         fake.write("unified", c, "cpu.stat", "nr_periods\n");
-        let mut reader = CgroupReader::new(fake.fs(false), 1);
+        let mut reader = CgroupReader::new(fake.fs(false), Budget::new(1));
         let r = reader.read(&Arc::from(c)).unwrap();
         assert_eq!(reader.open_descriptors(), 1);
         assert_eq!(r.memory.usage_bytes, Some(12));
@@ -560,7 +563,7 @@ full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
                     std::fs::write(dir.join(knob.file()), text).unwrap();
                 }
                 for hybrid in [true, false] {
-                    let mut reader = CgroupReader::new(fake.fs(hybrid), 100);
+                    let mut reader = CgroupReader::new(fake.fs(hybrid), Budget::new(100));
                     prop_assert!(reader.read(&Arc::from("/c")).is_some());
                 }
             }

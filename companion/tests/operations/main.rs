@@ -146,3 +146,4 @@ mod discovery;
 mod metrics;
 mod metrics_api;
 mod openapi;
+mod scale;
