@@ -4,12 +4,15 @@
 //! - open/read/close of /proc/PID/stat and /proc/PID/status for each container process;
 //! - pread at offset 0 of the same files through descriptors opened once;
 //! - the service's design floor: pread within the service's descriptor budget (its formula:
-//!   four fifths of (open-file limit − 2048), two descriptors per process), open/read/close
+//!   the open-file limit − 2048, two descriptors per process, processes first), open/read/close
 //!   beyond it;
 //! - the cadence floor: the service's design (pread on held descriptors within the budget,
 //!   open/read/close beyond), but one round per sample period, as the service reads them: back
 //!   to back, the kernel's data of these tasks stays cache-warm and a round costs about half of
-//!   what it costs once a second;
+//!   what it costs once a second; beside it, the same rounds with the containers' cgroup files
+//!   the service also reads each sample (`--cgroup-stats`, on by default: on this benchmark's
+//!   host, whose containers have only a cpu cgroup, the four `cpu.*` files of
+//!   [`CGROUP_FILES`]), through descriptors while the budget lasts, by path beyond;
 //! - the procfs tracker's floor: readdir /proc, open/read/close /proc/PID/cgroup of every process,
 //!   and for the processes found in a container the design-floor read of stat and status.
 //!
@@ -18,7 +21,9 @@
 
 use std::{
     collections::HashMap,
-    ffi::CStr,
+    ffi::{CStr, CString, OsStr},
+    os::unix::ffi::{OsStrExt, OsStringExt},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -43,8 +48,19 @@ pub struct Floor {
     /// Per round: CPU µs per process for stat+status with pread on held descriptors, one round
     /// per `cadence_gap` (see [`measure_cadence`]).
     cadence: Vec<f64>,
+    /// The same rounds with the containers' cgroup files read too, CPU µs per process.
+    cadence_cgroups: Vec<f64>,
     pub cadence_gap: Duration,
 }
+
+/// The cgroup files the service reads for a container that has only a cgroup v1 cpu directory
+/// (`companion/src/cgroup/reader.rs`, `CPU_V1`).
+pub const CGROUP_FILES: [&[u8]; 4] = [
+    b"cpu.cfs_quota_us",
+    b"cpu.cfs_period_us",
+    b"cpu.shares",
+    b"cpu.stat",
+];
 
 impl Floor {
     pub fn rounds(&self) -> usize {
@@ -72,6 +88,11 @@ impl Floor {
     pub fn cadence_us(&self) -> f64 {
         median(&mut self.cadence.clone())
     }
+    /// µs per process for stat+status and the containers' cgroup files, at the cadence: all the
+    /// reads the service makes each sample with its defaults.
+    pub fn cadence_with_cgroups_us(&self) -> f64 {
+        median(&mut self.cadence_cgroups.clone())
+    }
     pub fn cadence_rounds(&self) -> usize {
         self.cadence.len()
     }
@@ -90,14 +111,21 @@ impl Floor {
         self.pread.extend(other.pread);
         self.procfs.extend(other.procfs);
         self.cadence.extend(other.cadence);
+        self.cadence_cgroups.extend(other.cadence_cgroups);
         self.procfs_listed = self.procfs_listed.max(other.procfs_listed);
         self.procfs_in_containers = self.procfs_in_containers.max(other.procfs_in_containers);
         self
     }
 }
 
-/// Processes that may keep two descriptors each, by the service's formula.
+/// Processes that may keep two descriptors each, by the service's formula (processes take
+/// theirs first; the cgroup files get what is left).
 pub fn descriptor_budget() -> usize {
+    usable_descriptors() / 2
+}
+
+/// Descriptors the service may keep open: the open-file limit less its reserve of 2048.
+fn usable_descriptors() -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -117,8 +145,7 @@ pub fn descriptor_budget() -> usize {
         limit.rlim_cur
     };
     // The service keeps 2048 for other uses and a fifth of the rest for cgroup files.
-    let usable = current.saturating_sub(2048);
-    ((usable - usable / 5) / 2) as usize
+    current.saturating_sub(2048) as usize
 }
 
 /// Measures the floor for `pids` (the container processes) and for the whole host: `rounds`
@@ -126,13 +153,14 @@ pub fn descriptor_budget() -> usize {
 /// `gap`. `v1_cpu` says which /proc/PID/cgroup line names the container.
 pub fn measure(
     pids: &[u32],
+    cgroup_dirs: &[PathBuf],
     rounds: usize,
     cadence_rounds: usize,
     gap: Duration,
     v1_cpu: bool,
 ) -> anyhow::Result<Floor> {
     let rounds = rounds.max(2);
-    let cadence = measure_cadence(pids, cadence_rounds, gap)?;
+    let (cadence, cadence_cgroups) = measure_cadence(pids, cgroup_dirs, cadence_rounds, gap)?;
     let budget = descriptor_budget().min(pids.len());
     let mut buf = vec![0u8; 4096];
     let n = pids.len().max(1) as f64;
@@ -242,6 +270,7 @@ pub fn measure(
         pread: pread_rounds,
         procfs: cpu,
         cadence,
+        cadence_cgroups,
         cadence_gap: gap,
     })
 }
@@ -249,25 +278,46 @@ pub fn measure(
 /// The cadence floor: `rounds` rounds (after one warm-up round) of the design's reads of
 /// stat+status (pread on descriptors held within the budget, open/read/close beyond), the
 /// rounds starting `gap` apart (at once when a round outlasts the gap); CPU µs per process of
-/// each round.
-fn measure_cadence(pids: &[u32], rounds: usize, gap: Duration) -> anyhow::Result<Vec<f64>> {
+/// each round. Then, in the same rounds, the cgroup files of `cgroup_dirs` (held with what the
+/// processes left of the budget, by path beyond): the second list is per process, both reads.
+fn measure_cadence(
+    pids: &[u32],
+    cgroup_dirs: &[PathBuf],
+    rounds: usize,
+    gap: Duration,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     if rounds == 0 || pids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let (held, beyond) = pids.split_at(descriptor_budget().min(pids.len()));
     let open: Vec<(i32, i32)> = held
         .iter()
         .filter_map(|&pid| Some((open_path(pid, b"stat")?, open_path(pid, b"status")?)))
         .collect();
+    let cgroup_files: Vec<CString> = cgroup_dirs
+        .iter()
+        .flat_map(|dir| {
+            CGROUP_FILES
+                .iter()
+                .map(move |name| dir.join(OsStr::from_bytes(name)))
+        })
+        .filter(|path| path.exists())
+        .filter_map(|path| CString::new(path.into_os_string().into_vec()).ok())
+        .collect();
+    let left = usable_descriptors().saturating_sub(2 * open.len());
+    let (held_files, files_beyond) = cgroup_files.split_at(left.min(cgroup_files.len()));
+    let held_files: Vec<i32> = held_files.iter().filter_map(|p| open_c(p)).collect();
     let mut buf = vec![0u8; 4096];
-    let mut out = Vec::with_capacity(rounds);
+    let (mut out, mut with_cgroups) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    let n = (open.len() + beyond.len()).max(1) as f64;
     let mut next = Instant::now();
+    let mut result = Ok(());
     for round in 0..=rounds {
         if let Some(wait) = next.checked_duration_since(Instant::now())
             && let Err(err) = cleanup::sleep(wait)
         {
-            close_all(&open);
-            return Err(err);
+            result = Err(err);
+            break;
         }
         next = Instant::now() + gap;
         let (c, _) = timed(|| {
@@ -280,12 +330,36 @@ fn measure_cadence(pids: &[u32], rounds: usize, gap: Duration) -> anyhow::Result
                 read_path(pid, b"status", &mut buf);
             }
         });
+        let (g, _) = timed(|| {
+            for &fd in &held_files {
+                pread(fd, &mut buf);
+            }
+            for path in files_beyond {
+                if let Some(fd) = open_c(path) {
+                    pread(fd, &mut buf);
+                    // SAFETY: a descriptor we opened.
+                    unsafe { libc::close(fd) };
+                }
+            }
+        });
         if round > 0 {
-            out.push(c / (open.len() + beyond.len()).max(1) as f64);
+            out.push(c / n);
+            with_cgroups.push((c + g) / n);
         }
     }
     close_all(&open);
-    Ok(out)
+    for fd in held_files {
+        // SAFETY: descriptors we opened.
+        unsafe { libc::close(fd) };
+    }
+    result.map(|()| (out, with_cgroups))
+}
+
+/// open(2) read-only of a NUL-terminated path.
+fn open_c(path: &CStr) -> Option<i32> {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    (fd >= 0).then_some(fd)
 }
 
 fn close_all(fds: &[(i32, i32)]) {

@@ -143,6 +143,11 @@ impl Host {
             .collect()
     }
 
+    /// Each container's cgroup directory.
+    pub fn container_dirs(&self) -> Vec<PathBuf> {
+        self.containers.iter().map(|c| c.dir.clone()).collect()
+    }
+
     pub fn busy_count(&self) -> usize {
         self.busy_count
     }

@@ -130,16 +130,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let measure_floor = |cadence_rounds: usize| -> anyhow::Result<Floor> {
             let floor = floor::measure(
                 &host.container_pids(),
+                &host.container_dirs(),
                 settings.floor_rounds,
                 cadence_rounds,
                 settings.floor_gap,
                 host.mount.v1_cpu,
             )?;
             eprintln!(
-                "  floor: open/read/close {:.2} µs/process, pread {:.2} µs/process back to back, {:.2} at the cadence, procfs tracker {:.0} µs/round ({} listed, {} in containers)",
+                "  floor: open/read/close {:.2} µs/process, pread {:.2} µs/process back to back, {:.2} at the cadence ({:.2} with the cgroup files), procfs tracker {:.0} µs/round ({} listed, {} in containers)",
                 floor.open_read_close_us(),
                 floor.pread_us(),
                 floor.cadence_us(),
+                floor.cadence_with_cgroups_us(),
                 floor.procfs_round_us(),
                 floor.procfs_listed,
                 floor.procfs_in_containers

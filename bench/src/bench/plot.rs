@@ -71,6 +71,21 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
             .collect(),
     });
     series.push(Series {
+        label: "floor: the same with each container's cgroup files (cadence)".into(),
+        color: "#8c564b",
+        dashed: true,
+        points: points
+            .iter()
+            .map(|p| {
+                (
+                    x_of(p),
+                    p.floor.cadence_with_cgroups_us() * x_of(p),
+                    p.floor.cadence_with_cgroups_us(),
+                )
+            })
+            .collect(),
+    });
+    series.push(Series {
         label: "floor: stat+status reads back to back (service design)".into(),
         color: "#1f77b4",
         dashed: true,

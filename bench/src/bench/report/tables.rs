@@ -369,6 +369,10 @@ pub(super) fn container_sweep_rows(
                 format!("{:.0}", w.us_per_sample()),
                 format!("{:.2}", w.us_per_process()),
                 format!("{:.2}", w.us_per_process() / p.floor.cadence_us().max(1e-9)),
+                format!(
+                    "{:.2}",
+                    w.us_per_process() / p.floor.cadence_with_cgroups_us().max(1e-9)
+                ),
                 format!("{:.2}", w.us_per_process() / p.floor.design_us().max(1e-9)),
                 reference.map_or("–".into(), |r| format!("{:.2}", w.us_per_process() / r)),
                 format!("{:.1} / {:.1}", 1e3 * w.watch.mean_last_sample(), max_ms),
@@ -382,13 +386,14 @@ pub(super) fn container_sweep_rows(
     rows
 }
 
-pub(super) const CONTAINER_SWEEP_HEADERS: [&str; 13] = [
+pub(super) const CONTAINER_SWEEP_HEADERS: [&str; 14] = [
     "container procs",
     "containers",
     "tracker",
     "µs/sample",
     "µs/proc·sample",
     "× cadence floor",
+    "× cadence floor with cgroup files",
     "× back-to-back floor",
     "µs/proc vs 5,000",
     "sample ms mean / max",
@@ -409,6 +414,7 @@ pub(super) fn floor_peer_rows(points: &[&PointResult]) -> Vec<Vec<String>> {
                 n(f.procfs_listed),
                 format!("{:.2}", f.design_us()),
                 format!("{:.2}", f.cadence_us()),
+                format!("{:.2}", f.cadence_with_cgroups_us()),
                 format!("{:.0}", f.procfs_round_us()),
             ];
             match &p.peer {
@@ -433,11 +439,12 @@ pub(super) fn floor_peer_rows(points: &[&PointResult]) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub(super) const FLOOR_PEER_HEADERS: [&str; 11] = [
+pub(super) const FLOOR_PEER_HEADERS: [&str; 12] = [
     "container procs",
     "host procs listed",
     "back-to-back floor µs/proc",
     "cadence floor µs/proc",
+    "cadence floor with cgroup files µs/proc",
     "procfs floor µs/round",
     "peer µs/scrape",
     "peer µs/listed proc·scrape",
