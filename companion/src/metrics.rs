@@ -168,6 +168,16 @@ fn render_samples(published: &Published) -> String {
         "Containers in the newest sample",
         ConstGauge::new(sampling.containers as i64),
     );
+    registry.register(
+        "sampler_threads",
+        "Threads the newest sample's reads were split over (--sampler-threads)",
+        ConstGauge::new(sampling.sampler_threads as i64),
+    );
+    registry.register(
+        "open_descriptors",
+        "Processes whose stat and status are read through descriptors kept open",
+        ConstGauge::new(sampling.open_descriptors as i64),
+    );
     let tracker = Family::<TrackerLabels, Gauge>::default();
     tracker
         .get_or_create(&TrackerLabels {

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::{PointResult, Settings, Tracker, report};
+use super::{PointResult, Settings, Tracker, floor::Floor, report};
 
 const W: f64 = 960.0;
 const H: f64 = 500.0;
@@ -55,45 +55,31 @@ pub fn svg(results: &[PointResult], settings: &Settings) -> Option<String> {
             });
         }
     }
-    series.push(Series {
-        label: "floor: stat+status pread, once a period (cadence)".into(),
-        color: "#2ca02c",
+    // The per-process floors: per sample is per process × processes.
+    let per_process = |label: &str, color, us: fn(&Floor) -> f64| Series {
+        label: label.into(),
+        color,
         dashed: true,
         points: points
             .iter()
-            .map(|p| {
-                (
-                    x_of(p),
-                    p.floor.cadence_us() * x_of(p),
-                    p.floor.cadence_us(),
-                )
-            })
+            .map(|p| (x_of(p), us(&p.floor) * x_of(p), us(&p.floor)))
             .collect(),
-    });
-    series.push(Series {
-        label: "floor: the same with each container's cgroup files (cadence)".into(),
-        color: "#8c564b",
-        dashed: true,
-        points: points
-            .iter()
-            .map(|p| {
-                (
-                    x_of(p),
-                    p.floor.cadence_with_cgroups_us() * x_of(p),
-                    p.floor.cadence_with_cgroups_us(),
-                )
-            })
-            .collect(),
-    });
-    series.push(Series {
-        label: "floor: stat+status reads back to back (service design)".into(),
-        color: "#1f77b4",
-        dashed: true,
-        points: points
-            .iter()
-            .map(|p| (x_of(p), p.floor.design_us() * x_of(p), p.floor.design_us()))
-            .collect(),
-    });
+    };
+    series.push(per_process(
+        "floor: stat+status pread, once a period (cadence)",
+        "#2ca02c",
+        Floor::cadence_us,
+    ));
+    series.push(per_process(
+        "floor: the same with each container's cgroup files (cadence)",
+        "#8c564b",
+        Floor::cadence_with_cgroups_us,
+    ));
+    series.push(per_process(
+        "floor: stat+status reads back to back (service design)",
+        "#1f77b4",
+        Floor::design_us,
+    ));
     series.push(Series {
         label: "floor: procfs scan (readdir + cgroup + stat/status)".into(),
         color: "#d62728",

@@ -85,6 +85,8 @@ fn metrics_families_and_types() {
         ("companion_samples_slipped", "counter", ""),
         ("companion_tracked_processes", "gauge", ""),
         ("companion_containers", "gauge", ""),
+        ("companion_sampler_threads", "gauge", ""),
+        ("companion_open_descriptors", "gauge", ""),
         ("companion_tracker", "gauge", ""),
         ("companion_degraded", "gauge", ""),
         ("companion_bpf_events_received", "counter", ""),
@@ -166,6 +168,8 @@ fn metrics_families_and_types() {
         ("companion_reconciliation_repairs_total", "repairs"),
         ("companion_tracked_processes", "tracked_processes"),
         ("companion_containers", "containers"),
+        ("companion_sampler_threads", "sampler_threads"),
+        ("companion_open_descriptors", "open_descriptors"),
     ] {
         assert_eq!(
             e2.value(sample, &[]),
